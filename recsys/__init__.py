@@ -1,0 +1,1 @@
+"""recsys: a batch recommender on Spark (prepare -> train -> evaluate -> score)."""

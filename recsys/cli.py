@@ -1,0 +1,97 @@
+"""`recsys <step> --conf FILE --ds YYYY-MM-DD [--set k=v ...]`: one entry point for every job.
+
+The files in jobs/ call `main` with their step name, so `spark-submit jobs/prepare.py ...`,
+`python jobs/prepare.py ...` and `recsys prepare ...` run the same code. Errors a user can cause
+end with a one-line message on stderr, exit status 2, and a JSON summary as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import warnings
+from datetime import date
+
+from recsys.config import ConfigError, load_config
+from recsys.prep.pipeline import RejectShareError
+from recsys.sources import MissingColumnError, MissingInputError
+
+USER_ERRORS = (ConfigError, MissingColumnError, MissingInputError, RejectShareError)
+DS_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _ds(text: str) -> str:
+    if not DS_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"--ds must be YYYY-MM-DD, got {text!r}")
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ds is not a real date: {text!r}") from None
+    return text
+
+
+def _job_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--conf", required=True, help="YAML config (default.yaml beside it is read first)")
+    p.add_argument("--ds", required=True, type=_ds, help="snapshot date, YYYY-MM-DD")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set prepare.split.method=leave_last")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    _job_parser(sub, "prepare", "clean and feature-engineer the interaction log into Parquet")
+    synth = sub.add_parser("synth", help="write a synthetic interaction log for scale tests")
+    synth.add_argument("--events", type=int, required=True)
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--corrupt-share", type=float, default=0.01)
+    synth.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    return ap
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Petastorm and pyarrow's legacy API warn on import; the pinned stack is deliberate.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _fail(step: str, ds: str | None, message: str, code: int) -> int:
+    print(f"recsys {step}: error: {message}", file=sys.stderr)
+    print(json.dumps({"step": step, "ds": ds, "status": "failed", "error": message}), flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup_logging()
+    if args.step == "synth":
+        from recsys.synth import SynthSpec, generate
+        summary = generate(SynthSpec(events=args.events, seed=args.seed,
+                                     corrupt_share=args.corrupt_share), args.out, fmt=args.format)
+        print(json.dumps(summary, default=str), flush=True)
+        return 0
+    try:
+        cfg = load_config(args.conf, args.overrides)
+        from recsys.session import build_session
+        spark = build_session(cfg)
+        if args.step == "prepare":
+            from recsys.prep.pipeline import prepare
+            manifest = prepare(spark, cfg, args.ds)
+        else:  # pragma: no cover - argparse restricts the choices
+            raise ConfigError(f"unknown step {args.step}")
+    except USER_ERRORS as exc:
+        return _fail(args.step, args.ds, str(exc), 2)
+    from recsys.manifest import print_summary
+    print_summary(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

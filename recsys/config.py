@@ -1,0 +1,249 @@
+"""The one typed configuration: dataclass defaults, then YAML files, then ``--set a.b=c``.
+
+Every key is checked against the dataclasses below: an unknown key or a value of the wrong type
+is refused with a message that names the full key (``prepare.split.method``), so a typo in a
+nightly config fails the run at once instead of silently falling back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+PACKAGE_SCHEME = "package:"
+
+
+class ConfigError(ValueError):
+    """A configuration the user wrote is wrong; the message names the key."""
+
+
+@dataclass
+class PathsConfig:
+    root: str = "var"  # local path or URI (hdfs://, s3a://, file://); everything lives under it
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"  # used only when not launched by spark-submit
+    app_name: str = "recsys"
+    driver_memory: str = "4g"  # likewise only for a session this code starts itself
+    shuffle_partitions: int = 8
+    hive: bool = True  # Hive catalogue; locally embedded Derby under <root>/metastore_db
+    conf: dict[str, str] = field(default_factory=dict)  # any extra spark.* settings
+
+
+@dataclass
+class ColumnsConfig:
+    """Which columns of the log hold what."""
+    user: str = "user_id"
+    item: str = "item_id"
+    ts: str = "ts"
+    event: str | None = None
+    value: str | None = None
+
+
+@dataclass
+class SourceConfig:
+    """Where a table comes from: a path (Parquet, CSV, JSON lines) or a catalogue table."""
+    path: str | None = None
+    table: str | None = None
+    format: str = "parquet"  # parquet | csv | json | table
+    sep: str = ","
+    header: bool = True
+    names: list[str] = field(default_factory=list)  # column names of a header-less CSV
+    encoding: str = "UTF-8"
+
+
+@dataclass
+class InputConfig(SourceConfig):
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    ts_format: str = "unix"  # unix | unix_ms | iso | a Spark datetime pattern
+
+
+@dataclass
+class SideTableConfig(SourceConfig):
+    """A user or item attribute table joined on `key` to the log's ids."""
+    key: str = ""
+    categorical: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    buckets: dict[str, list[float]] = field(default_factory=dict)  # numeric column -> edges
+    multi_hot: dict[str, list[str]] = field(default_factory=dict)  # feature -> 0/1 columns
+    date: str | None = None  # e.g. an item's release date, turned into an age in days
+    date_format: str = "yyyy-MM-dd"
+
+
+@dataclass
+class SplitConfig:
+    method: str = "temporal"  # temporal | leave_last | random
+    valid_fraction: float = 0.1
+    valid_n: int | None = None  # leave_last: newest n per user instead of a fraction
+    seed: int = 42
+
+
+@dataclass
+class PrepareConfig:
+    max_reject_share: float = 0.05
+    # Event type -> implicit confidence. Empty: the log has no event column, every event weighs
+    # `default_weight`. Event types not listed here are rejected as unknown.
+    event_weights: dict[str, float] = field(default_factory=dict)
+    default_weight: float = 1.0
+    value_range: list[float] | None = None  # [min, max] inclusive
+    future_tolerance_hours: float = 1.0  # timestamps later than now + this are rejected
+    max_events_per_user_day: int | None = None  # abuse filter: drop users above it on any day
+    min_user_interactions: int = 5
+    min_item_interactions: int = 5
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Parquet layout: Petastorm shards by row group, so every dataset gets at least
+    # `min_row_groups` of them (workers stay balanced) and none above `max_rows_per_row_group`.
+    min_row_groups: int = 16
+    max_rows_per_row_group: int = 1_000_000
+
+
+@dataclass
+class Config:
+    dataset: str = "events"  # names the folder under <root>/data
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    users: SideTableConfig | None = None
+    items: SideTableConfig | None = None
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+
+    def validate(self) -> "Config":
+        """Checks that span several keys (types are already checked by the loader)."""
+        _one_of("input.format", self.input.format, ("parquet", "csv", "json", "table"))
+        _one_of("prepare.split.method", self.prepare.split.method,
+                ("temporal", "leave_last", "random"))
+        if self.input.format == "table" and not self.input.table:
+            raise ConfigError("input.table is required when input.format is 'table'")
+        if self.input.format != "table" and not self.input.path:
+            raise ConfigError("input.path is required (or set input.format: table and input.table)")
+        frac = self.prepare.split.valid_fraction
+        if not 0 < frac < 1:
+            raise ConfigError(f"prepare.split.valid_fraction must be in (0, 1), got {frac}")
+        if not 0 <= self.prepare.max_reject_share <= 1:
+            raise ConfigError("prepare.max_reject_share must be in [0, 1]")
+        vr = self.prepare.value_range
+        if vr is not None and (len(vr) != 2 or vr[0] > vr[1]):
+            raise ConfigError(f"prepare.value_range must be [min, max], got {vr}")
+        if self.prepare.event_weights and not self.input.columns.event:
+            raise ConfigError("prepare.event_weights is set but input.columns.event is not")
+        for name, side in (("users", self.users), ("items", self.items)):
+            if side is not None and not side.key:
+                raise ConfigError(f"{name}.key is required: the column that holds the id")
+        return self
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then `default.yaml` beside `path` (if any), then `path`, then overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        default = path.parent / "default.yaml"
+        if default.is_file() and default.resolve() != path.resolve():
+            _merge(tree, _read_yaml(default))
+        _merge(tree, _read_yaml(path))
+    for item in overrides:
+        _merge(tree, parse_override(item))
+    return build(Config, tree).validate()
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value read as YAML (``3``, ``null``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]} "
+                          f"(known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # YAML reads `sep: 1` or `--set spark.conf.x=2` as numbers
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved configuration, as saved in manifests and artifacts."""
+    return dataclasses.asdict(cfg)
+
+
+def resolve_data_path(path: str) -> str:
+    """``package:ml-100k/u.data`` -> the file shipped inside the recsys package."""
+    if path.startswith(PACKAGE_SCHEME):
+        return str(PACKAGE_DATA / path[len(PACKAGE_SCHEME):])
+    return path

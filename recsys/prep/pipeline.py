@@ -1,0 +1,213 @@
+"""The prepare step: raw log in, a published snapshot of clean training data out.
+
+validate → quarantine → dedupe → abuse filter → weighted pairs → k-core → dense ids → split →
+features → Parquet in a staging directory → one rename into `<root>/data/<dataset>/ds=<ds>`.
+Nothing is published if anything fails, including a rejected share above the threshold.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import schema as S
+from recsys.config import Config, PrepareConfig, to_dict
+from recsys.manifest import Manifest
+from recsys.prep import clean, features, split
+from recsys.prep.index import apply_index, build_index
+from recsys.sources import read_log, read_source
+from recsys.storage import Storage, join, resolve_root
+
+
+class RejectShareError(RuntimeError):
+    """Too many rows failed validation: the log (or the config) is broken, publish nothing."""
+
+
+def snapshot_path(root: str, dataset: str, ds: str) -> str:
+    return join(resolve_root(root), "data", dataset, f"ds={ds}")
+
+
+def row_group_rows(n_rows: int, cfg: PrepareConfig) -> int:
+    """Rows per Parquet file (each file is one row group): at least `min_row_groups` of them
+    so every training worker gets row groups to read, none above the configured maximum."""
+    return max(1, min(cfg.max_rows_per_row_group, math.ceil(n_rows / cfg.min_row_groups)))
+
+
+def write_parquet(df: DataFrame, path: str, n_rows: int, rows_per_file: int) -> None:
+    files = max(1, math.ceil(n_rows / rows_per_file))
+    (df.repartition(files).write.mode("overwrite")
+     .option("maxRecordsPerFile", rows_per_file).parquet(path))
+
+
+def _reject_message(counts: dict[str, int], total: int, limit: float) -> str:
+    rejected = sum(counts.values())
+    detail = ", ".join(f"{r} {n}" for r, n in sorted(counts.items()))
+    return (f"rejected {rejected} of {total} rows ({rejected / total:.1%}), above "
+            f"prepare.max_reject_share={limit:.1%}: {detail}; nothing was published")
+
+
+def prepare(spark: SparkSession, cfg: Config, ds: str, *, now: datetime | None = None) -> Manifest:
+    """Run the prepare step for snapshot `ds` and return its manifest (also written to disk)."""
+    root = resolve_root(cfg.paths.root)
+    store = Storage(spark)
+    final = snapshot_path(root, cfg.dataset, ds)
+    staging_root = join(root, "data", cfg.dataset, "_staging")
+    for leftover in store.list(staging_root):  # a crashed run of this ds left these behind
+        if leftover.startswith(f"ds={ds}-"):
+            store.delete(join(staging_root, leftover))
+    staging = join(staging_root, f"ds={ds}-{uuid.uuid4().hex[:8]}")
+    m = Manifest("prepare", ds, to_dict(cfg))
+    m.data["inputs"] = {"log": cfg.input.path or cfg.input.table, "format": cfg.input.format,
+                        "users": cfg.users and (cfg.users.path or cfg.users.table),
+                        "items": cfg.items and (cfg.items.path or cfg.items.table)}
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    try:
+        _run(spark, cfg, m, staging, now)
+        with m.timed("publish"):
+            store.publish(staging, final)
+        m.data["outputs"] = {"snapshot": final,
+                             **{name: join(final, name) for name in S.PREPARED_DATASETS}}
+        m.finish()
+    except BaseException as exc:
+        store.delete(staging)
+        m.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store.write_json(join(root, "runs", ds, "prepare.json"), m.data)
+    return m
+
+
+def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datetime) -> None:
+    p = cfg.prepare
+    counts: dict[str, Any] = m.data["counts"]
+    latest = now + timedelta(hours=p.future_tolerance_hours)
+    m.data["future_cutoff"] = latest.isoformat()
+
+    with m.timed("validate"):
+        raw, ts_format = read_log(spark, cfg.input)
+        validated = clean.validate(
+            raw, ts_format=ts_format,
+            event_types=sorted(p.event_weights) if cfg.input.columns.event else None,
+            value_range=tuple(p.value_range) if p.value_range else None,
+            latest_allowed=latest,
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        by_reason = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
+        total = sum(by_reason.values())
+        good_rows = by_reason.pop(None, 0)
+        rejected = sum(by_reason.values())
+        counts.update(input_rows=total, rejected=rejected, rejected_by_reason=by_reason)
+        if total == 0:
+            raise RejectShareError(f"the interaction log {cfg.input.path or cfg.input.table} "
+                                   "has no rows; nothing was published")
+        if rejected / total > p.max_reject_share:
+            raise RejectShareError(_reject_message(by_reason, total, p.max_reject_share))
+
+    with m.timed("rejects"):
+        (validated.where(F.col(S.REASON).isNotNull()).select(S.RAW, S.REASON)
+         .coalesce(max(1, math.ceil(rejected / 1_000_000)))
+         .write.mode("overwrite").parquet(join(staging, S.REJECTS)))
+
+    with m.timed("clean"):
+        good = validated.where(F.col(S.REASON).isNull()).drop(S.RAW, S.REASON)
+        events = clean.drop_exact_duplicates(good)
+        pairs = clean.to_pairs(events, p.event_weights, p.default_weight)
+        abuse_events = 0
+        if p.max_events_per_user_day is not None:
+            bots = clean.abusive_users(events, p.max_events_per_user_day)
+            pairs = pairs.join(bots.withColumn("_bot", F.lit(True)), S.USER_ID, "left")
+            pairs = pairs.localCheckpoint()
+            abuse_events = pairs.where(F.col("_bot")).agg(F.sum(S.N_EVENTS)).first()[0] or 0
+            counts["abusive_users"] = pairs.where(F.col("_bot")).select(S.USER_ID).distinct().count()
+            pairs = pairs.where(F.col("_bot").isNull()).drop("_bot")
+        deduped_events = pairs.agg(F.sum(S.N_EVENTS)).first()[0] or 0
+        exact_copies = good_rows - deduped_events - abuse_events
+        core, passes = clean.kcore(pairs, p.min_user_interactions, p.min_item_interactions)
+        kcore_events = deduped_events - (core.agg(F.sum(S.N_EVENTS)).first()[0] or 0)
+        validated.unpersist()
+        counts["kcore_passes"] = passes
+
+    with m.timed("index"):
+        # Ages and recencies are measured from the newest interaction, not the wall clock, so
+        # re-running a snapshot gives the same features.
+        ref_ts = core.agg(F.max(S.TS).cast("long")).first()[0]
+        if ref_ts is None:
+            raise RejectShareError("no interactions are left after the k-core filter "
+                                   f"(min_user_interactions={p.min_user_interactions}, "
+                                   f"min_item_interactions={p.min_item_interactions})")
+        m.data["snapshot_time"] = datetime.fromtimestamp(ref_ts, timezone.utc).isoformat()
+        side = {}
+        for name, side_cfg, key in (("users", cfg.users, S.USER_ID), ("items", cfg.items, S.ITEM_ID)):
+            if side_cfg is not None:
+                table = read_source(spark, side_cfg, all_strings=False, what=f"{name} side table")
+                side[name] = features.encode_side_table(table, side_cfg, key, ref_ts)
+        user_index = build_index(core, side.get("users", (None,))[0], S.USER_ID, S.USER_IDX)
+        item_index = build_index(core, side.get("items", (None,))[0], S.ITEM_ID, S.ITEM_IDX)
+        user_index, item_index = user_index.localCheckpoint(), item_index.localCheckpoint()
+        indexed = apply_index(apply_index(core, user_index, S.USER_ID, S.USER_IDX),
+                              item_index, S.ITEM_ID, S.ITEM_IDX)
+
+    with m.timed("split"):
+        method = p.split.method
+        if method == "temporal":
+            flagged, cutoff = split.temporal_split(indexed, p.split.valid_fraction)
+            m.data["split_cutoff"] = datetime.fromtimestamp(cutoff, timezone.utc).isoformat()
+        elif method == "leave_last":
+            flagged = split.leave_last_split(indexed, p.split.valid_n, p.split.valid_fraction)
+        else:
+            flagged = split.random_split(indexed, p.split.valid_fraction, p.split.seed)
+        flagged = split.restrict_to_known(flagged).localCheckpoint()
+        parts = {(r["_valid"], r["_cold"]): (r["rows"], r["events"]) for r in
+                 flagged.groupBy(split.VALID_FLAG, "_cold").agg(
+                     F.count(F.lit(1)).alias("rows"), F.sum(S.N_EVENTS).alias("events")).collect()}
+        train_rows, train_events = parts.get((False, False), (0, 0))
+        valid_rows, valid_events = parts.get((True, False), (0, 0))
+        cold_rows, cold_events = parts.get((True, True), (0, 0))
+        if train_rows == 0 or valid_rows == 0:
+            raise RejectShareError(f"the {method} split left {train_rows} train and {valid_rows} "
+                                   "validation rows; the snapshot would be unusable")
+
+    kept = train_rows + valid_rows
+    merged = train_events + valid_events - kept
+    counts.update(
+        deduplicated=exact_copies + merged,
+        deduplicated_detail={"exact_copies": exact_copies, "merged_repeat_events": merged},
+        filtered=abuse_events + kcore_events + cold_events,
+        filtered_detail={"abuse": abuse_events, "kcore": kcore_events,
+                         "valid_unknown_user_or_item": cold_events},
+        kept=kept,
+    )
+    counts["balanced"] = (counts["kept"] + rejected + counts["deduplicated"]
+                          + counts["filtered"]) == total
+
+    with m.timed("write"):
+        columns = [S.USER_IDX, S.ITEM_IDX, S.TS, S.WEIGHT] + ([S.VALUE] if cfg.input.columns.value else [])
+        train = flagged.where(~F.col(split.VALID_FLAG)).select(*columns)
+        valid = flagged.where(F.col(split.VALID_FLAG) & ~F.col("_cold")).select(*columns)
+        per_file = row_group_rows(train_rows, p)
+        write_parquet(train, join(staging, S.TRAIN), train_rows, per_file)
+        write_parquet(valid, join(staging, S.VALID), valid_rows, row_group_rows(valid_rows, p))
+        rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected}
+        store = Storage(spark)
+        for name, index, key, idx, count_name in (
+                (S.USERS, user_index, S.USER_ID, S.USER_IDX, "n_train"),
+                (S.ITEMS, item_index, S.ITEM_ID, S.ITEM_IDX, "popularity")):
+            side_df, side_meta = side.get(name, (None, None))
+            table, meta = features.entity_features(
+                train, index, side_df, side_meta, key=key, idx=idx,
+                count_name=count_name, ref_ts=ref_ts)
+            n = index.count()
+            write_parquet(table, join(staging, name), n, p.max_rows_per_row_group)
+            store.write_json(join(staging, name, S.FEATURES_META), meta)
+            index_name = S.USER_INDEX if name == S.USERS else S.ITEM_INDEX
+            write_parquet(index, join(staging, index_name), n, p.max_rows_per_row_group)
+            rows[name] = rows[index_name] = n
+        counts["rows"] = rows
+        store.write_json(join(staging, S.COMPLETE_MARKER),
+                         {"ds": m["ds"], "rows": rows, "snapshot_time": m.data["snapshot_time"]})

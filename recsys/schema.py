@@ -1,0 +1,48 @@
+"""Column and dataset names shared by the jobs: the contracts of DESIGN.md in one place."""
+
+# Canonical columns of a cleaned interaction, before indexing (original ids are strings).
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TS = "ts"
+EVENT = "event"
+VALUE = "value"
+
+# Prepared training data.
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+WEIGHT = "weight"
+N_EVENTS = "n_events"  # raw events merged into one (user, item) row; keeps the row accounting exact
+
+# Quarantine.
+REASON = "reason"
+RAW = "raw"
+CORRUPT = "_corrupt_record"
+
+# Reject reasons, in the order the validator checks them (a row gets the first that applies).
+MALFORMED_LINE = "malformed_line"
+MISSING_USER = "missing_user"
+MISSING_ITEM = "missing_item"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+UNKNOWN_EVENT = "unknown_event"
+BAD_VALUE = "bad_value"
+VALUE_OUT_OF_RANGE = "value_out_of_range"
+REJECT_REASONS = (
+    MALFORMED_LINE, MISSING_USER, MISSING_ITEM, BAD_TIMESTAMP, FUTURE_TIMESTAMP,
+    UNKNOWN_EVENT, BAD_VALUE, VALUE_OUT_OF_RANGE,
+)
+
+# Datasets under <root>/data/<dataset>/ds=<ds>/.
+TRAIN = "train"
+VALID = "valid"
+USERS = "users"
+ITEMS = "items"
+USER_INDEX = "user_index"
+ITEM_INDEX = "item_index"
+REJECTS = "rejects"
+PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS)
+
+# Marker written last into a published snapshot; readers refuse a snapshot without it.
+COMPLETE_MARKER = "_COMPLETE.json"
+# Describes the feature columns of `users` / `items` (written beside their Parquet files).
+FEATURES_META = "_features.json"
