@@ -227,14 +227,29 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         _, inner = typing.get_args(tp)
+        if typing.get_origin(inner) is not dict:
+            value = _flatten(value)  # --set spark.conf.spark.ui.enabled=x names one key
         return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # YAML reads `sep: 1` or `--set spark.conf.x=2` as numbers
+    if tp is str and isinstance(value, bool):
+        return str(value).lower()  # YAML reads `--set spark.conf.x=false` as a bool
+    if tp is str and isinstance(value, (int, float)):
+        return str(value)  # ... and `sep: 1` or `--set spark.conf.x=2` as numbers
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {tp.__name__}, got {value!r} ({type(value).__name__})")
     return value
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{name}."))
+        else:
+            flat[name] = v
+    return flat
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
