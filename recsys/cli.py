@@ -14,11 +14,8 @@ import sys
 import warnings
 from datetime import date
 
-from recsys.config import ConfigError, load_config
-from recsys.prep.pipeline import RejectShareError
-from recsys.sources import MissingColumnError, MissingInputError
-
-USER_ERRORS = (ConfigError, MissingColumnError, MissingInputError, RejectShareError)
+from recsys.config import load_config
+from recsys.errors import ConfigError, RecsysError
 DS_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -45,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="step", required=True)
     _job_parser(sub, "prepare", "clean and feature-engineer the interaction log into Parquet")
+    train = _job_parser(sub, "train", "train a model with PyTorch DDP workers on Spark")
+    train.add_argument("--model", help="mf, neumf or two_tower (default: train.model)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     synth = sub.add_parser("synth", help="write a synthetic interaction log for scale tests")
     synth.add_argument("--events", type=int, required=True)
     synth.add_argument("--out", required=True)
@@ -84,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "prepare":
             from recsys.prep.pipeline import prepare
             manifest = prepare(spark, cfg, args.ds)
+        elif args.step == "train":
+            from recsys.train.job import train
+            manifest = train(spark, cfg, args.ds, model=args.model, resume=args.resume)
         else:  # pragma: no cover - argparse restricts the choices
             raise ConfigError(f"unknown step {args.step}")
-    except USER_ERRORS as exc:
+    except RecsysError as exc:
         return _fail(args.step, args.ds, str(exc), 2)
     from recsys.manifest import print_summary
     print_summary(manifest)

@@ -16,12 +16,10 @@ from typing import Any
 
 import yaml
 
+from recsys.errors import ConfigError
+
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 PACKAGE_SCHEME = "package:"
-
-
-class ConfigError(ValueError):
-    """A configuration the user wrote is wrong; the message names the key."""
 
 
 @dataclass
@@ -106,6 +104,39 @@ class PrepareConfig:
     max_rows_per_row_group: int = 1_000_000
 
 
+MODELS = ("mf", "neumf", "two_tower")
+LOSSES = ("bpr", "softmax", "bce")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mf"  # mf | neumf | two_tower
+    num_processes: int = 2  # DDP workers launched by TorchDistributor
+    local_mode: bool = True  # workers on the driver's machine; false: on Spark executors
+    use_gpu: bool | None = None  # None: the GPU when torch sees one (NCCL), else CPU (Gloo)
+    epochs: int = 20
+    batch_size: int = 1024  # positives per step per worker
+    lr: float = 0.005
+    lr_schedule: str = "cosine"  # cosine | constant
+    weight_decay: float = 1.0e-6
+    dropout: float = 0.1
+    dim: int = 64  # size of the user and item representations
+    hidden: list[int] = field(default_factory=lambda: [128, 64])  # MLP layers (neumf, two_tower)
+    loss: str | None = None  # bpr | softmax | bce; None: bpr for mf, bce for neumf, softmax else
+    negatives: int = 8  # sampled per positive, fresh every step
+    negative_sampling: str = "uniform"  # uniform | popularity
+    popularity_alpha: float = 0.75  # popularity sampling weight: count ** alpha
+    temperature: float = 0.2  # softmax loss of two_tower
+    id_dropout: float = 0.2  # two_tower: drop id embeddings so features alone carry cold users
+    use_weights: bool = True  # weight each positive's loss by log1p(event weight)
+    patience: int = 3  # early stopping: epochs without a better validation NDCG@10
+    eval_k: int = 10
+    eval_users: int = 20000  # validation users scored each epoch (a fixed sample above this)
+    shuffle_buffer: int = 65536  # rows mixed across row groups before batching
+    reader_workers: int = 1  # Petastorm threads per worker; 1 keeps the row order repeatable
+    seed: int = 42
+
+
 @dataclass
 class Config:
     dataset: str = "events"  # names the folder under <root>/data
@@ -115,12 +146,21 @@ class Config:
     users: SideTableConfig | None = None
     items: SideTableConfig | None = None
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
         """Checks that span several keys (types are already checked by the loader)."""
         _one_of("input.format", self.input.format, ("parquet", "csv", "json", "table"))
         _one_of("prepare.split.method", self.prepare.split.method,
                 ("temporal", "leave_last", "random"))
+        _one_of("train.model", self.train.model, MODELS)
+        if self.train.loss is not None:
+            _one_of("train.loss", self.train.loss, LOSSES)
+        _one_of("train.negative_sampling", self.train.negative_sampling, ("uniform", "popularity"))
+        _one_of("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant"))
+        for key in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k"):
+            if getattr(self.train, key) < 1:
+                raise ConfigError(f"train.{key} must be at least 1")
         if self.input.format == "table" and not self.input.table:
             raise ConfigError("input.table is required when input.format is 'table'")
         if self.input.format != "table" and not self.input.path:

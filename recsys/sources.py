@@ -11,14 +11,7 @@ from pyspark.sql import types as T
 
 from recsys import schema as S
 from recsys.config import InputConfig, SourceConfig, resolve_data_path
-
-
-class MissingColumnError(ValueError):
-    """A configured column is not in the data; the message names it and what is there."""
-
-
-class MissingInputError(FileNotFoundError):
-    """The configured input does not exist."""
+from recsys.errors import MissingColumnError, MissingInputError
 
 
 def _header_columns(spark: SparkSession, src: SourceConfig, path: str) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from recsys.config import Config, ConfigError, load_config, resolve_data_path, to_dict
+from recsys.config import Config, load_config, resolve_data_path, to_dict
+from recsys.errors import ConfigError
 
 from conftest import CONF
 

@@ -11,8 +11,8 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys import schema as S
-from recsys.prep.pipeline import RejectShareError, prepare, snapshot_path
-from recsys.sources import MissingColumnError
+from recsys.errors import MissingColumnError, RejectShareError
+from recsys.prep.pipeline import prepare, snapshot_path
 from recsys.synth import SynthSpec, generate
 
 from conftest import CONF, NOW, REPO, make_config, write_csv

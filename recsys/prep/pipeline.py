@@ -17,15 +17,12 @@ from pyspark.sql import functions as F
 
 from recsys import schema as S
 from recsys.config import Config, PrepareConfig, to_dict
+from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
 from recsys.prep import clean, features, split
 from recsys.prep.index import apply_index, build_index
 from recsys.sources import read_log, read_source
 from recsys.storage import Storage, join, resolve_root
-
-
-class RejectShareError(RuntimeError):
-    """Too many rows failed validation: the log (or the config) is broken, publish nothing."""
 
 
 def snapshot_path(root: str, dataset: str, ds: str) -> str:

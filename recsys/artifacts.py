@@ -1,0 +1,92 @@
+"""Model artifacts: `<root>/models/<model>/<version>/` and the `latest` pointer beside them.
+
+An artifact holds `model.pt` (a state dict: tensors only, loaded with `weights_only=True`),
+`config.json` (how to rebuild the model), `metrics.json`, `history.json` and `data.json` (the
+snapshot it was trained on and its id maps). It is assembled in a staging directory and moved
+into place; `latest` is rewritten only after that, so scoring never loads a partial model.
+"""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from recsys import fsio
+from recsys.errors import MissingInputError
+from recsys.models import Recommender, build_model
+from recsys.storage import join
+
+WEIGHTS = "model.pt"
+LATEST = "latest"
+COMPLETE = "_COMPLETE"
+
+
+def models_dir(root: str, model: str) -> str:
+    return join(root, "models", model)
+
+
+def new_version(ds: str) -> str:
+    """Sortable and unique: the snapshot date, then the UTC time of training."""
+    return f"{ds}_{datetime.now(timezone.utc):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:4]}"
+
+
+def publish(root: str, model: str, version: str, weights: bytes, docs: dict[str, Any]) -> str:
+    """Write an artifact atomically, then point `latest` at it. Returns its path."""
+    base = models_dir(root, model)
+    staging = join(base, "_staging", version)
+    fsio.delete_dir(staging)
+    fsio.write_bytes(join(staging, WEIGHTS), weights)
+    for name, doc in docs.items():
+        fsio.write_bytes(join(staging, f"{name}.json"),
+                         json.dumps(doc, indent=2, sort_keys=True, default=str).encode())
+    fsio.write_bytes(join(staging, COMPLETE), version.encode())
+    final = join(base, version)
+    fsio.move(staging, final)
+    fsio.write_bytes(join(base, LATEST), version.encode())
+    return final
+
+
+@dataclass
+class Artifact:
+    path: str
+    version: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def load_model(self) -> Recommender:
+        model = build_model(self.config["model"])
+        state = torch.load(io.BytesIO(fsio.read_bytes(join(self.path, WEIGHTS))),
+                           weights_only=True, map_location="cpu")
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def versions(root: str, model: str) -> list[str]:
+    base = models_dir(root, model)
+    return [v for v in fsio.listdir(base)
+            if not v.startswith(("_", ".")) and v != LATEST and fsio.exists(join(base, v, COMPLETE))]
+
+
+def load_artifact(root: str, model: str, version: str | None = None) -> Artifact:
+    """The named version, or the one `latest` points to; a clear error if there is none."""
+    base = models_dir(root, model)
+    if version is None:
+        if not fsio.exists(join(base, LATEST)):
+            raise MissingInputError(f"no trained {model!r} model under {base}: run train first")
+        version = fsio.read_bytes(join(base, LATEST)).decode().strip()
+    path = join(base, version)
+    if not fsio.exists(join(path, COMPLETE)):
+        known = ", ".join(versions(root, model)) or "none"
+        raise MissingInputError(f"model {model!r} version {version!r} not found under {base} "
+                                f"(available: {known})")
+
+    def doc(name: str) -> dict[str, Any]:
+        return json.loads(fsio.read_bytes(join(path, f"{name}.json")))
+
+    return Artifact(path, version, doc("config"), doc("data"), doc("metrics"))

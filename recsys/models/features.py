@@ -1,0 +1,68 @@
+"""User and item feature tables from prepare, as tensors for the two-tower model.
+
+Categorical codes feed embeddings, numeric columns are log-scaled and standardised (missing
+becomes 0, the mean), multi-hot vectors pass through. `history` says which ids have training
+interactions: the others have untrained id embeddings, which the model must ignore.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from recsys import schema as S
+from recsys.fsio import read_bytes, resolve
+
+
+@dataclass
+class FeatureTable:
+    categorical: Tensor  # [n, C] int64 codes, 0 = missing
+    cardinalities: list[int]
+    numeric: Tensor  # [n, D] float32, standardised
+    multi_hot: Tensor  # [n, W] float32
+    history: Tensor  # [n] bool
+
+    @property
+    def n(self) -> int:
+        return len(self.history)
+
+    def shapes(self) -> dict:
+        """What a model needs to be rebuilt before its state dict is loaded."""
+        return {"cardinalities": self.cardinalities, "n_numeric": self.numeric.shape[1],
+                "width": self.multi_hot.shape[1], "n": self.n}
+
+    @classmethod
+    def empty(cls, shapes: dict) -> "FeatureTable":
+        n = shapes["n"]
+        return cls(torch.zeros(n, len(shapes["cardinalities"]), dtype=torch.long),
+                   list(shapes["cardinalities"]), torch.zeros(n, shapes["n_numeric"]),
+                   torch.zeros(n, shapes["width"]), torch.zeros(n, dtype=torch.bool))
+
+
+def load_features(path: str, idx: str, count_column: str) -> FeatureTable:
+    """Read `users` or `items` of a snapshot; rows are ordered by the dense id."""
+    meta = json.loads(read_bytes(f"{path}/{S.FEATURES_META}"))
+    fs, where = resolve(path)
+    table = pq.read_table(where, filesystem=fs).to_pandas()
+    table = table.sort_values(idx).reset_index(drop=True)
+    if not (table[idx].to_numpy() == np.arange(len(table))).all():
+        raise ValueError(f"{path}: {idx} is not the dense range 0..{len(table) - 1}")
+    cats = list(meta["categorical"])
+    categorical = torch.as_tensor(table[cats].to_numpy(dtype=np.int64).reshape(len(table), -1))
+    num = table[meta["numeric"]].to_numpy(dtype=np.float64).reshape(len(table), -1)
+    num = np.sign(num) * np.log1p(np.abs(num))
+    mean, std = np.nanmean(num, axis=0), np.nanstd(num, axis=0)
+    num = np.nan_to_num((num - np.nan_to_num(mean)) / np.where(std > 0, std, 1.0))
+    hots = [np.stack(table[c].to_numpy()).astype(np.float32) for c in meta["multi_hot"]]
+    multi = np.concatenate(hots, axis=1) if hots else np.zeros((len(table), 0), np.float32)
+    return FeatureTable(
+        categorical=categorical,
+        cardinalities=[int(meta["categorical"][c]["cardinality"]) for c in cats],
+        numeric=torch.as_tensor(num, dtype=torch.float32),
+        multi_hot=torch.as_tensor(multi),
+        history=torch.as_tensor(table[count_column].to_numpy() > 0),
+    )

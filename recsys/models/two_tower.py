@@ -1,0 +1,73 @@
+"""Two-tower model: a user tower and an item tower over ids and side features."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from recsys.models.base import Recommender, mlp
+from recsys.models.features import FeatureTable
+
+CAT_DIM = 16
+
+
+class Tower(nn.Module):
+    """id embedding + categorical embeddings + numeric + multi-hot -> MLP -> unit vector.
+
+    The id embedding is zeroed for ids without history (never trained) and, during
+    training, for a random `id_dropout` share of rows, so the features alone learn to place
+    a new user or item.
+    """
+
+    def __init__(self, features: FeatureTable, dim: int, hidden: list[int], dropout: float,
+                 id_dropout: float):
+        super().__init__()
+        self.id = nn.Embedding(features.n, dim)
+        nn.init.normal_(self.id.weight, std=0.05)
+        self.cats = nn.ModuleList(nn.Embedding(c, CAT_DIM) for c in features.cardinalities)
+        width = features.multi_hot.shape[1]
+        self.multi = nn.Linear(width, CAT_DIM, bias=False) if width else None
+        in_dim = dim + CAT_DIM * len(self.cats) + features.numeric.shape[1] + (CAT_DIM if width else 0)
+        self.mlp = mlp([in_dim, *hidden], dropout)
+        self.out = nn.Linear(hidden[-1] if hidden else in_dim, dim)
+        self.id_dropout = id_dropout
+        # Buffers: saved with the weights, so a loaded model needs no feature files.
+        self.register_buffer("f_cat", features.categorical)
+        self.register_buffer("f_num", features.numeric)
+        self.register_buffer("f_multi", features.multi_hot)
+        self.register_buffer("f_history", features.history)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        keep = self.f_history[ids].unsqueeze(1).float()
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
+        parts = [self.id(ids) * keep]
+        cat = self.f_cat[ids]
+        parts += [emb(cat[:, j]) for j, emb in enumerate(self.cats)]
+        parts.append(self.f_num[ids])
+        if self.multi is not None:
+            parts.append(self.multi(self.f_multi[ids]))
+        return F.normalize(self.out(self.mlp(torch.cat(parts, dim=1))), dim=-1)
+
+
+class TwoTower(Recommender):
+    """score(u, i) = cos(user_tower(u), item_tower(i)) / temperature.
+
+    Args: user and item FeatureTable (from prepare), dim, hidden (MLP sizes), dropout,
+    id_dropout, temperature (the vectors carry 1/sqrt(T) each, so the score is a plain dot).
+    """
+
+    def __init__(self, users: FeatureTable, items: FeatureTable, dim: int, hidden: list[int],
+                 dropout: float, id_dropout: float, temperature: float):
+        super().__init__()
+        self.user_tower = Tower(users, dim, hidden, dropout, id_dropout)
+        self.item_tower = Tower(items, dim, hidden, dropout, id_dropout)
+        self.scale = 1.0 / math.sqrt(temperature)
+
+    def user_vectors(self, users: Tensor) -> Tensor:
+        return self.user_tower(users) * self.scale
+
+    def item_vectors(self, items: Tensor) -> Tensor:
+        return self.item_tower(items) * self.scale

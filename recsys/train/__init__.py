@@ -1,0 +1,1 @@
+"""Distributed training: Petastorm reader, DDP helpers, the training loop and the train job."""
