@@ -75,13 +75,15 @@ def encode_side_table(df: DataFrame, side: SideTableConfig, key_out: str,
 
 
 def _activity(train: DataFrame, idx: str, ref_ts: Any, count_name: str) -> DataFrame:
+    # A log without a value column still gets the column (all null), so the schema is stable.
+    value = F.col(S.VALUE) if S.VALUE in train.columns else F.lit(None).cast("float")
     return train.groupBy(idx).agg(
         F.count(F.lit(1)).cast("int").alias(count_name),
         ((F.lit(ref_ts).cast("long") - F.max(F.col(S.TS)).cast("long")) / DAY_SECONDS)
         .cast("float").alias("recency_days"),
         ((F.lit(ref_ts).cast("long") - F.min(F.col(S.TS)).cast("long")) / DAY_SECONDS)
         .cast("float").alias("age_days"),
-        F.avg(S.VALUE).cast("float").alias("mean_value"),
+        F.avg(value).cast("float").alias("mean_value"),
     )
 
 

@@ -73,11 +73,32 @@ def model_spec(cfg: Config, name: str, snap: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+class TrainingError(RuntimeError):
+    """A training worker failed; the message carries that worker's error."""
+
+
 def launch(spec: dict[str, Any], num_processes: int, use_gpu: bool, local_mode: bool) -> dict[str, Any]:
-    """Run `train_worker` on `num_processes` DDP workers; rank 0's result comes back."""
+    """Run `train_worker` on `num_processes` DDP workers; rank 0's result comes back.
+
+    When a worker fails, the job fails with the worker's own error (written by the worker
+    to `<run_dir>/errors/`), not just TorchDistributor's "failed during training".
+    """
     from pyspark.ml.torch.distributor import TorchDistributor
+    errors = join(spec["run_dir"], "errors")
+    fsio.delete_dir(errors)
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
-    return distributor.run(train_worker, spec)
+    try:
+        return distributor.run(train_worker, spec)
+    except Exception as exc:
+        found = sorted((json.loads(fsio.read_bytes(join(errors, name))) for name in fsio.listdir(errors)),
+                       key=lambda r: r["time"])
+        if not found:
+            raise TrainingError(f"a training worker died without reporting an error (killed, or "
+                                f"out of memory?); the worker output above has the details: {exc}") from exc
+        # The first error is the cause; the others are usually peers losing their connection.
+        cause = found[0]
+        others = f" (then {len(found) - 1} other worker(s) failed)" if len(found) > 1 else ""
+        raise TrainingError(f"training failed in worker rank {cause['rank']}: {cause['error']}{others}") from exc
 
 
 def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None,

@@ -8,9 +8,11 @@ checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import asdict
 from typing import Any
@@ -62,8 +64,8 @@ def load_state(path: str) -> dict[str, Any]:
     return torch.load(io.BytesIO(fsio.read_bytes(path)), weights_only=True, map_location="cpu")
 
 
-def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
-    """Entry point of each DDP worker; rank 0 returns the run's result, the others None."""
+def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Entry point of each DDP worker; every rank returns rank 0's result."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("petastorm").setLevel(logging.WARNING)
@@ -72,11 +74,17 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any] | None:
     ctx = D.init(spec["use_gpu"])
     try:
         return _train(ctx, spec)
+    except BaseException as exc:
+        # TorchDistributor reports only that training failed; leave the cause for the driver.
+        report = {"rank": ctx.rank, "time": time.time(), "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc()}
+        fsio.write_bytes(f"{spec['run_dir']}/errors/rank-{ctx.rank}.json", json.dumps(report).encode())
+        raise
     finally:
         D.shutdown(ctx)
 
 
-def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any] | None:
+def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
     t = TrainConfig(**spec["train"])
     paths, model_spec, n_items = spec["paths"], spec["model"], spec["model"]["n_items"]
     torch.manual_seed(t.seed)  # the same initial weights on every rank
@@ -147,12 +155,13 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any] | None:
         maybe_fail("train_epoch_end", rank=ctx.rank, epoch=epoch)
         if D.from_main(ctx, stop):
             break
-    D.barrier(ctx)
-    if not ctx.is_main:
-        return None
-    return {"history": state["history"], "best_epoch": state["best_epoch"],
-            "best_ndcg": state["best"], "baseline": baseline, "eval_k": k,
-            "world": ctx.world, "device": str(ctx.device)}
+    result = None
+    if ctx.is_main:
+        result = {"history": state["history"], "best_epoch": state["best_epoch"],
+                  "best_ndcg": state["best"], "baseline": baseline, "eval_k": k,
+                  "world": ctx.world, "device": str(ctx.device)}
+    # TorchDistributor keeps whichever rank's return value is written last: give all the same.
+    return D.from_main(ctx, result)
 
 
 def _epoch(ctx: D.DistContext, net, opt, loss_fn, sampler: NegativeSampler,

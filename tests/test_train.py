@@ -1,0 +1,190 @@
+"""Training with real Petastorm and a real TorchDistributor running 2 CPU processes."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recsys import schema as S
+from recsys.artifacts import load_artifact
+from recsys.errors import ConfigError, MissingInputError, SnapshotError
+from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.train.job import TrainingError, train
+from recsys.train.loop import pair_checksum
+
+from conftest import NOW, make_config, write_csv
+
+DS = "2026-11-24"
+N_USERS, N_ITEMS = 16, 20
+FAST = ["train.num_processes=2", "train.batch_size=16", "train.dim=16", "train.hidden=[32, 16]",
+        "train.lr=0.05", "train.negatives=4", "train.shuffle_buffer=32", "train.patience=100",
+        "train.eval_k=5", "train.weight_decay=0.0", "train.dropout=0.0"]
+
+
+def toy_log(path: Path) -> Path:
+    """Two taste groups: users 0-7 like items 0-9, users 8-15 like items 10-19 (7 each)."""
+    rows = []
+    for u in range(N_USERS):
+        group = u // 8
+        for j in range(7):
+            rows.append(f"u{u},i{group * 10 + (u + j) % 10},{1000 + 10 * j + u}")
+    return write_csv(path, "user_id,item_id,ts", rows)
+
+
+@pytest.fixture(scope="module")
+def snapshot(spark, tmp_path_factory):
+    """A prepared toy snapshot: 6 training rows per user in 4 row groups, 1 validation row."""
+    root = tmp_path_factory.mktemp("train-root")
+    log = toy_log(root / "log.csv")
+    cfg = make_config(root, "input.format=csv", f"input.path={log}", "dataset=toy",
+                      "prepare.min_user_interactions=1", "prepare.min_item_interactions=1",
+                      "prepare.split.method=leave_last", "prepare.split.valid_n=1",
+                      "prepare.min_row_groups=4", *FAST)
+    prepare(spark, cfg, DS, now=NOW)
+    return root, cfg
+
+
+def fresh(snapshot, tmp_path, *overrides):
+    """A private copy of the snapshot (tests may damage theirs) and a config pointing at it."""
+    root, _ = snapshot
+    shutil.copytree(root / "data", tmp_path / "data")
+    log = root / "log.csv"
+    return make_config(tmp_path, "input.format=csv", f"input.path={log}", "dataset=toy", *FAST,
+                       *overrides)
+
+
+def train_table(cfg) -> pa.Table:
+    return pq.read_table(f"{snapshot_path(cfg.paths.root, cfg.dataset, DS)}/{S.TRAIN}")
+
+
+def test_every_row_once_per_epoch_and_equal_steps(spark, snapshot, tmp_path):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=2")
+    m = train(spark, cfg, DS, model="mf")
+    table = train_table(cfg)
+    expected = pair_checksum(table[S.USER_IDX].to_numpy(), table[S.ITEM_IDX].to_numpy(), N_ITEMS)
+    history = json.loads((Path(m["outputs"]["artifact"]) / "history.json").read_text())["epochs"]
+    assert len(history) == 2
+    for epoch in history:
+        assert epoch["rows"] == table.num_rows == 96
+        assert epoch["checksum"] == expected
+        assert all(r > 0 for r in epoch["rows_per_rank"])  # both ranks read a shard
+        assert len(set(epoch["steps_per_rank"])) == 1
+
+
+def test_uneven_shards_get_equal_steps_without_hanging(spark, snapshot, tmp_path):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=1")
+    path = Path(snapshot_path(cfg.paths.root, cfg.dataset, DS)) / S.TRAIN
+    table = train_table(cfg)
+    shutil.rmtree(path)
+    path.mkdir()
+    # Row groups of 80, 4, 8 and 4 rows: shard 0 gets far more rows than shard 1.
+    pq.write_table(table, path / "part-0.parquet", row_group_size=80)
+    pq.write_table(table.slice(80, 4), path / "part-1.parquet")
+    pq.write_table(table.slice(84, 8), path / "part-2.parquet")
+    pq.write_table(table.slice(92, 4), path / "part-3.parquet")
+    m = train(spark, cfg, DS, model="mf")
+    (epoch,) = json.loads((Path(m["outputs"]["artifact"]) / "history.json").read_text())["epochs"]
+    assert epoch["rows"] == 96 + 16  # the first file holds all 96 rows, the others 16 again
+    assert epoch["steps_per_rank"][0] == epoch["steps_per_rank"][1]
+    assert epoch["rows_per_rank"][0] != epoch["rows_per_rank"][1]
+
+
+@pytest.mark.parametrize("model", ["mf", "neumf", "two_tower"])
+def test_each_model_overfits_a_tiny_dataset(spark, snapshot, tmp_path, model):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=40", "train.id_dropout=0.0")
+    m = train(spark, cfg, DS, model=model)
+    artifact = load_artifact(cfg.paths.root, model)
+    history = json.loads((Path(artifact.path) / "history.json").read_text())["epochs"]
+    # A third of the uniform negatives are in fact liked items here, which bounds the loss.
+    assert history[-1]["loss"] < 0.67 * history[0]["loss"]
+    net = artifact.load_model()
+    table = train_table(cfg)
+    users, items = table[S.USER_IDX].to_numpy(), table[S.ITEM_IDX].to_numpy()
+    top = net.score_all(torch.arange(N_USERS), N_ITEMS).argmax(1).numpy()
+    known = sum(top[u] in set(items[users == u]) for u in range(N_USERS))
+    # Chance would put a liked item first for 7/20 of the users (5.6 of 16).
+    assert known >= N_USERS - 2, f"{model}: the top item is a training positive for {known}/16"
+    assert m["metrics"]["model"] == model
+
+
+def final_weights(cfg, model="mf") -> dict[str, torch.Tensor]:
+    path = Path(cfg.paths.root) / "models" / model / "_runs" / DS / "last.pt"
+    return torch.load(io.BytesIO(path.read_bytes()), weights_only=True)["model"]
+
+
+def test_resume_after_a_failed_worker_matches_an_uninterrupted_run(spark, snapshot, tmp_path,
+                                                                   monkeypatch):
+    whole = fresh(snapshot, tmp_path / "a", "train.epochs=4")
+    train(spark, whole, DS, model="mf")
+
+    broken = fresh(snapshot, tmp_path / "b", "train.epochs=4")
+    monkeypatch.setenv("RECSYS_FAULT", "train_epoch_end:rank=1:epoch=1")
+    start = time.monotonic()
+    with pytest.raises(TrainingError, match="worker rank 1: RuntimeError: injected fault at train_epoch_end"):
+        train(spark, broken, DS, model="mf")
+    assert time.monotonic() - start < 120  # the job failed; it did not hang
+    manifest = json.loads((tmp_path / "b" / "runs" / DS / "train.json").read_text())
+    assert manifest["status"] == "failed"
+    with pytest.raises(MissingInputError):  # nothing was published
+        load_artifact(broken.paths.root, "mf")
+
+    monkeypatch.delenv("RECSYS_FAULT")
+    m = train(spark, broken, DS, model="mf", resume=True)
+    assert [h["epoch"] for h in json.loads(
+        (Path(m["outputs"]["artifact"]) / "history.json").read_text())["epochs"]] == [0, 1, 2, 3]
+    a, b = final_weights(whole), final_weights(broken)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_a_killed_worker_fails_the_job(spark, snapshot, tmp_path, monkeypatch):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=2")
+    monkeypatch.setenv("RECSYS_FAULT", "train_step:rank=1:step=2:exit")
+    start = time.monotonic()
+    with pytest.raises(TrainingError, match="died without reporting an error"):
+        train(spark, cfg, DS, model="mf")
+    assert time.monotonic() - start < 120
+
+
+def test_artifact_is_tensors_only_and_latest_points_to_it(spark, snapshot, tmp_path):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=1")
+    m = train(spark, cfg, DS, model="two_tower")
+    path = Path(m["outputs"]["artifact"])
+    state = torch.load(path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert (path.parent / "latest").read_text() == m["outputs"]["version"]
+    data = json.loads((path / "data.json").read_text())
+    assert data["ds"] == DS and data["user_index"].endswith(f"ds={DS}/{S.USER_INDEX}")
+    assert set(json.loads((path / "metrics.json").read_text())) >= {"ndcg@5", "popularity"}
+
+
+def test_bad_inputs_are_refused_before_workers_start(spark, snapshot, tmp_path):
+    cfg = fresh(snapshot, tmp_path, "train.epochs=1")
+    with pytest.raises(MissingInputError, match="no complete prepared snapshot for ds=2026-01-01"):
+        train(spark, cfg, "2026-01-01")
+    with pytest.raises(ConfigError, match="unknown model 'bert4rec'"):
+        train(spark, cfg, DS, model="bert4rec")
+    path = Path(snapshot_path(cfg.paths.root, cfg.dataset, DS)) / S.TRAIN
+    table = train_table(cfg)
+    shutil.rmtree(path)
+    path.mkdir()
+    bad = table.set_column(table.schema.get_field_index(S.ITEM_IDX), S.ITEM_IDX,
+                           pa.array([str(x) for x in table[S.ITEM_IDX].to_pylist()]))
+    pq.write_table(bad, path / "part-0.parquet", row_group_size=24)
+    with pytest.raises(SnapshotError, match="column 'item_idx' is string, expected int32"):
+        train(spark, cfg, DS)
+    pq.write_table(table.drop([S.WEIGHT]), path / "part-0.parquet", row_group_size=24)
+    with pytest.raises(SnapshotError, match="has no column 'weight'"):
+        train(spark, cfg, DS)
+    with pytest.raises(SnapshotError, match="1 row groups, fewer than the 2 training workers"):
+        pq.write_table(table, path / "part-0.parquet")
+        train(spark, cfg, DS)
