@@ -24,6 +24,7 @@ test: install
 
 demo: install
 	$(VENV)/bin/recsys prepare --conf conf/movielens.yaml --ds $(DS)
+	$(VENV)/bin/recsys train --conf conf/movielens.yaml --ds $(DS)
 
 # Not part of `make test`: prepare on 1M and 10M synthetic events (several minutes).
 bench-prepare: install
