@@ -45,6 +45,13 @@ def parser() -> argparse.ArgumentParser:
     train = _job_parser(sub, "train", "train a model with PyTorch DDP workers on Spark")
     train.add_argument("--model", help="mf, neumf or two_tower (default: train.model)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    score = _job_parser(sub, "score", "publish top-N recommendations per user to the table")
+    score.add_argument("--model-version", help="artifact version (default: the latest)")
+    sql = sub.add_parser("sql", help="query the configured catalogue, print the rows")
+    sql.add_argument("--conf", required=True)
+    sql.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sql.add_argument("--format", choices=("json", "csv"), default="json")
+    sql.add_argument("query")
     synth = sub.add_parser("synth", help="write a synthetic interaction log for scale tests")
     synth.add_argument("--events", type=int, required=True)
     synth.add_argument("--out", required=True)
@@ -68,6 +75,21 @@ def _fail(step: str, ds: str | None, message: str, code: int) -> int:
     return code
 
 
+def _print_rows(df, fmt: str) -> int:
+    """Rows as JSON lines (one object a line) or CSV with a header, like beeline would."""
+    import csv
+    out = csv.writer(sys.stdout) if fmt == "csv" else None
+    if out is not None:
+        out.writerow(df.columns)
+    for row in df.toLocalIterator():
+        if out is None:
+            print(json.dumps(row.asDict(recursive=True), default=str))
+        else:
+            out.writerow(list(row))
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging()
@@ -84,13 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.step == "prepare":
             from recsys.prep.pipeline import prepare
             manifest = prepare(spark, cfg, args.ds)
+        elif args.step == "score":
+            from recsys.score.job import score
+            manifest = score(spark, cfg, args.ds, version=args.model_version)
+        elif args.step == "sql":
+            from pyspark.errors import AnalysisException, ParseException
+            try:
+                return _print_rows(spark.sql(args.query), args.format)
+            except (AnalysisException, ParseException) as exc:
+                return _fail("sql", None, str(exc).strip().splitlines()[0], 2)
         elif args.step == "train":
             from recsys.train.job import train
             manifest = train(spark, cfg, args.ds, model=args.model, resume=args.resume)
         else:  # pragma: no cover - argparse restricts the choices
             raise ConfigError(f"unknown step {args.step}")
     except RecsysError as exc:
-        return _fail(args.step, args.ds, str(exc), 2)
+        return _fail(args.step, getattr(args, "ds", None), str(exc), 2)
     from recsys.manifest import print_summary
     print_summary(manifest)
     return 0

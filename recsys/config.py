@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from recsys.errors import ConfigError
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 PACKAGE_SCHEME = "package:"
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -138,6 +140,28 @@ class TrainConfig:
 
 
 @dataclass
+class ItemListConfig(SourceConfig):
+    """A list of items (a file or a table) with the original item id in `column`."""
+    column: str = "item_id"
+
+
+@dataclass
+class ScoreConfig:
+    model: str | None = None  # None: train.model
+    top_n: int = 100
+    table: str = "recsys.user_recommendations"  # a plain db.table identifier
+    retention_days: int = 30  # partitions older than this (by ds) are dropped after a publish
+    users_table: str | None = None  # score only the user_id values of this table
+    active_days: float | None = None  # score only users active in the snapshot's last D days
+    allow_items: ItemListConfig | None = None  # only these items may be recommended
+    block_items: ItemListConfig | None = None  # these never
+    category_column: str | None = None  # a categorical column of the items table ...
+    max_per_category: int | None = None  # ... and at most this many items of one value each
+    candidates: int = 400  # two-stage models: candidates re-ranked per user (at least top_n)
+    batch_cells: int = 8_000_000  # users x items scored at once (memory per Python worker)
+
+
+@dataclass
 class Config:
     dataset: str = "events"  # names the folder under <root>/data
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -147,6 +171,7 @@ class Config:
     items: SideTableConfig | None = None
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def validate(self) -> "Config":
         """Checks that span several keys (types are already checked by the loader)."""
@@ -161,6 +186,15 @@ class Config:
         for key in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1")
+        if self.score.model is not None:
+            _one_of("score.model", self.score.model, MODELS)
+        if not TABLE_NAME.match(self.score.table):
+            raise ConfigError(f"score.table must be a plain db.table identifier, got "
+                              f"{self.score.table!r}")
+        if self.score.top_n < 1:
+            raise ConfigError("score.top_n must be at least 1")
+        if (self.score.category_column is None) != (self.score.max_per_category is None):
+            raise ConfigError("score.category_column and score.max_per_category go together")
         if self.input.format == "table" and not self.input.table:
             raise ConfigError("input.table is required when input.format is 'table'")
         if self.input.format != "table" and not self.input.path:

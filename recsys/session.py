@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -26,6 +27,8 @@ def build_session(cfg: Config) -> SparkSession:
     if not launched_by_spark_submit():
         builder = (builder.master(cfg.spark.master)
                    .config("spark.driver.memory", cfg.spark.driver_memory))
+        # Python workers must use this interpreter (the venv), not the first python3 on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),

@@ -23,6 +23,7 @@ from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.manifest import Manifest
 from recsys.models import DEFAULT_LOSS
 from recsys.models.features import load_features
+from recsys.prep.index import fingerprint
 from recsys.prep.pipeline import snapshot_path
 from recsys.storage import Storage, join, resolve_root
 from recsys.train.loop import train_worker
@@ -145,7 +146,12 @@ def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None
                 "data": {"ds": ds, "dataset": cfg.dataset, "snapshot": snap["path"],
                          "user_index": join(snap["path"], S.USER_INDEX),
                          "item_index": join(snap["path"], S.ITEM_INDEX),
-                         "rows": snap["rows"], "snapshot_time": snap.get("snapshot_time")},
+                         "rows": snap["rows"], "snapshot_time": snap.get("snapshot_time"),
+                         "fingerprints": {
+                             S.USER_INDEX: fingerprint(spark.read.parquet(join(snap["path"], S.USER_INDEX)),
+                                                       S.USER_ID, S.USER_IDX),
+                             S.ITEM_INDEX: fingerprint(spark.read.parquet(join(snap["path"], S.ITEM_INDEX)),
+                                                       S.ITEM_ID, S.ITEM_IDX)}},
             })
         m.data["outputs"] = {"artifact": path, "version": version, "model": name}
         m.data["metrics"] = metrics

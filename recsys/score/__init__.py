@@ -1,0 +1,1 @@
+"""Batch scoring: top-N per user with a broadcast model, published as one table partition."""

@@ -1,0 +1,165 @@
+"""The score step: load a model artifact, rank the catalogue for every user, publish one ds.
+
+Refused before anything is written: a missing artifact or version, an artifact whose id maps
+no longer match the snapshot's, a table name that is not a plain `db.table`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys import fsio
+from recsys import schema as S
+from recsys.artifacts import WEIGHTS, Artifact, load_artifact
+from recsys.config import Config, ItemListConfig, to_dict
+from recsys.errors import MissingColumnError, SnapshotError
+from recsys.manifest import Manifest
+from recsys.prep.index import fingerprint
+from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, Plan, score_partition
+from recsys.score.topn import cap_per_category
+from recsys.sources import read_source
+from recsys.storage import Storage, join, resolve_root
+from recsys import warehouse
+
+log = logging.getLogger("recsys.score")
+
+
+def check_id_maps(spark: SparkSession, artifact: Artifact) -> None:
+    """The ids the model was trained with must be the ids in the snapshot it points to."""
+    data = artifact.data
+    for name, key, idx in ((S.USER_INDEX, S.USER_ID, S.USER_IDX), (S.ITEM_INDEX, S.ITEM_ID, S.ITEM_IDX)):
+        path = data[name]
+        if not fsio.exists(path):
+            raise SnapshotError(f"model {artifact.version}: its id map {path} is gone "
+                                f"(snapshot ds={data['ds']} deleted?): re-train")
+        expected = data.get("fingerprints", {}).get(name)
+        found = fingerprint(spark.read.parquet(path), key, idx)
+        if expected is not None and found != expected:
+            raise SnapshotError(
+                f"model {artifact.version} does not match the data: {path} has changed since "
+                f"training (id map digest {found}, the model was trained on {expected}); "
+                f"re-train on the current snapshot")
+
+
+def _item_list(spark: SparkSession, cfg: ItemListConfig, item_index: DataFrame, n_items: int,
+               what: str) -> np.ndarray:
+    df = read_source(spark, cfg, all_strings=False, what=what)
+    if cfg.column not in df.columns:
+        raise MissingColumnError(f"{what}: column {cfg.column!r} is missing; it has {', '.join(df.columns)}")
+    ids = df.select(F.col(cfg.column).cast("string").alias(S.ITEM_ID)).distinct()
+    idx = [r[0] for r in ids.join(item_index, S.ITEM_ID).select(S.ITEM_IDX).collect()]
+    mask = np.zeros(n_items, dtype=bool)
+    mask[idx] = True
+    return mask
+
+
+def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) -> Plan:
+    s = cfg.score
+    n_items = artifact.config["model"]["n_items"]
+    item_index = spark.read.parquet(join(snap, S.ITEM_INDEX))
+    items = spark.read.parquet(join(snap, S.ITEMS)).orderBy(S.ITEM_IDX).toPandas()
+    item_ids = item_index.orderBy(S.ITEM_IDX).select(S.ITEM_ID).toPandas()[S.ITEM_ID].tolist()
+    blocked = None
+    if s.allow_items is not None:
+        blocked = ~_item_list(spark, s.allow_items, item_index, n_items, "score.allow_items")
+    if s.block_items is not None:
+        block = _item_list(spark, s.block_items, item_index, n_items, "score.block_items")
+        blocked = block if blocked is None else blocked | block
+    category = None
+    if s.category_column is not None:
+        if s.category_column not in items.columns:
+            raise MissingColumnError(f"score.category_column {s.category_column!r} is not a column "
+                                     f"of {join(snap, S.ITEMS)} (it has {', '.join(items.columns)})")
+        category = items[s.category_column].to_numpy().astype(np.int64)
+    popularity = items["popularity"].to_numpy().astype(np.float32)
+    order = np.lexsort((np.arange(n_items), -popularity))
+    if blocked is not None:
+        order = order[~blocked[order]]
+    pop_items, pop_scores = order[: max(s.top_n * 4, s.top_n)], popularity[order[: max(s.top_n * 4, s.top_n)]]
+    if category is not None:
+        it, sc = cap_per_category(torch.as_tensor(pop_items)[None], torch.as_tensor(pop_scores)[None],
+                                  torch.as_tensor(category), s.max_per_category, s.top_n)
+        pop_items, pop_scores = it[0].numpy(), sc[0].numpy()
+    keep = np.isfinite(pop_scores[: s.top_n])
+    return Plan(
+        version=artifact.version, model=artifact.config["model"],
+        weights=fsio.read_bytes(join(artifact.path, WEIGHTS)), item_ids=item_ids,
+        top_n=s.top_n, candidates=max(s.candidates, s.top_n), blocked=blocked, category=category,
+        cap=s.max_per_category, popular=pop_items[: s.top_n][keep],
+        popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells)
+
+
+def users_to_score(spark: SparkSession, cfg: Config, snap: str, has_towers: bool) -> DataFrame:
+    """user_id, user_idx, seen (items to exclude) and source for each user to score."""
+    s = cfg.score
+    index = spark.read.parquet(join(snap, S.USER_INDEX))
+    feats = spark.read.parquet(join(snap, S.USERS)).select(S.USER_IDX, "n_train", "recency_days")
+    history = (spark.read.parquet(join(snap, S.TRAIN)).select(S.USER_IDX, S.ITEM_IDX)
+               .unionByName(spark.read.parquet(join(snap, S.VALID)).select(S.USER_IDX, S.ITEM_IDX))
+               .groupBy(S.USER_IDX).agg(F.collect_set(S.ITEM_IDX).alias("seen")))
+    users = index.join(feats, S.USER_IDX, "left").join(history, S.USER_IDX, "left")
+    if s.users_table is not None:
+        wanted = spark.table(s.users_table)
+        if S.USER_ID not in wanted.columns:
+            raise MissingColumnError(f"score.users_table {s.users_table} has no {S.USER_ID} column")
+        users = users.join(wanted.select(F.col(S.USER_ID).cast("string")).distinct(), S.USER_ID)
+    if s.active_days is not None:
+        users = users.where(F.col("recency_days") <= s.active_days)
+    trained = F.coalesce(F.col("n_train"), F.lit(0)) > 0
+    source = (F.when(trained, F.lit("model"))
+              .when(F.lit(has_towers), F.lit("features")).otherwise(F.lit(POPULAR)))
+    return users.select(
+        S.USER_ID, S.USER_IDX,
+        F.coalesce(F.col("seen"), F.array().cast("array<int>")).alias("seen"),
+        source.alias("source"))
+
+
+def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = None) -> Manifest:
+    """Score users with the artifact `version` (default: latest) and publish partition `ds`."""
+    s = cfg.score
+    name = s.model or cfg.train.model
+    root = resolve_root(cfg.paths.root)
+    m = Manifest("score", ds, to_dict(cfg))
+    store = Storage(spark)
+    try:
+        warehouse.check_table_name(s.table)
+        artifact = load_artifact(root, name, version)
+        snap = artifact.data["snapshot"]
+        m.data["inputs"] = {"model": name, "version": artifact.version, "artifact": artifact.path,
+                            "snapshot": snap, "model_ds": artifact.data["ds"]}
+        with m.timed("check"):
+            check_id_maps(spark, artifact)
+        with m.timed("plan"):
+            plan = build_plan(spark, cfg, artifact, snap)
+            users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower")
+            users = users.localCheckpoint()
+            by_source = {r["source"]: r["count"] for r in users.groupBy("source").count().collect()}
+            n_users = sum(by_source.values())
+        with m.timed("score_and_write"):
+            started = time.perf_counter()
+            parts = max(spark.sparkContext.defaultParallelism, -(-n_users // 50_000))
+            bc = spark.sparkContext.broadcast(plan)
+            ranked = users.repartition(parts).mapInArrow(
+                lambda batches: score_partition(bc, batches), OUTPUT_SCHEMA)
+            published = warehouse.publish_partition(spark, s.table, ds, ranked)
+            elapsed = time.perf_counter() - started
+            bc.unpersist()
+        with m.timed("retention"):
+            dropped = warehouse.drop_expired(spark, s.table, ds, s.retention_days)
+        m.data["outputs"] = {"table": s.table, "partition": f"ds={ds}", "location": published["location"],
+                             "dropped_partitions": dropped}
+        m.data["counts"] = {"users_scored": n_users, "users_by_source": by_source,
+                            "rows_written": published["rows"], "model_version": artifact.version,
+                            "users_per_s": round(n_users / max(elapsed, 1e-9), 1)}
+        m.finish()
+    except BaseException as exc:
+        m.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store.write_json(join(root, "runs", ds, "score.json"), m.data)
+    return m

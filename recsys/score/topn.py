@@ -1,0 +1,55 @@
+"""Top-N selection on score matrices: seen items excluded, item rules, a per-category cap.
+
+Pure tensor functions (no Spark), called per batch of users by the scorer and by tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+def ragged_mask(offsets: np.ndarray, items: np.ndarray, n_items: int) -> Tensor:
+    """Rows given as a flat `items` array cut at `offsets` (len B+1) -> [B, n_items] bool."""
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    mask = torch.zeros(len(offsets) - 1, n_items, dtype=torch.bool)
+    if len(items):
+        mask[torch.as_tensor(rows), torch.as_tensor(items, dtype=torch.long)] = True
+    return mask
+
+
+def top_n(scores: Tensor, exclude: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+    """The n best items per row, never an excluded one: (items [B, n], scores [B, n]).
+
+    Where a row has fewer than n eligible items the tail scores are -inf; callers drop them.
+    """
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, NEG_INF)
+    best = torch.topk(scores, min(n, scores.shape[1]), dim=1)
+    return best.indices, best.values
+
+
+def cap_per_category(items: Tensor, scores: Tensor, category: Tensor, cap: int,
+                     n: int) -> tuple[Tensor, Tensor]:
+    """Keep, in score order, at most `cap` items of each category, then the first n.
+
+    `items`/`scores` [B, C] are candidates sorted by score (C > n leaves room to skip);
+    `category` [n_items] maps an item to its category code.
+    """
+    b, c = items.shape
+    cat = category[items]
+    pos = torch.arange(c).expand(b, c)
+    # Sort by (category, position): equal categories become runs in score order.
+    order = torch.argsort(cat * c + pos, dim=1, stable=True)
+    sorted_cat = cat.gather(1, order)
+    starts = torch.ones_like(sorted_cat, dtype=torch.bool)
+    starts[:, 1:] = sorted_cat[:, 1:] != sorted_cat[:, :-1]
+    run_start = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=1).values
+    rank_in_cat = torch.empty_like(pos).scatter_(1, order, pos - run_start)
+    keep = (rank_in_cat < cap) & torch.isfinite(scores)
+    # Stable sort of the kept candidates to the front, still in score order.
+    front = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n]
+    kept_scores = scores.gather(1, front).masked_fill(~keep.gather(1, front), NEG_INF)
+    return items.gather(1, front), kept_scores

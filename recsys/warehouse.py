@@ -1,0 +1,112 @@
+"""The recommendations table in the Spark catalogue, and how a day's partition is published.
+
+A partition is published by swapping its location in the metastore: the rows are written to a
+new directory (`<table>/_versions/ds=<ds>/<run>`), then `ALTER TABLE ... PARTITION SET LOCATION`
+points the partition at it in one metastore operation. Until then readers see yesterday's data
+(or, for a new ds, no partition); a failed write leaves only an unreferenced directory, which the
+next run of that ds removes. Re-running a ds replaces its partition, never appends to it.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from recsys.config import TABLE_NAME
+from recsys.errors import ConfigError
+from recsys.storage import Storage, join
+
+log = logging.getLogger("recsys.warehouse")
+COLUMNS = ("user_id string, item_id string, rank int, score float, source string, "
+           "model_version string, ds string")
+VERSIONS = "_versions"
+
+
+def check_table_name(table: str) -> str:
+    """Only `db.table` made of letters, digits and underscores: it is spliced into SQL."""
+    if not TABLE_NAME.match(table):
+        raise ConfigError(f"table name must be a plain db.table identifier, got {table!r}")
+    return table
+
+
+def ensure_table(spark: SparkSession, table: str) -> None:
+    check_table_name(table)
+    db = table.split(".")[0]
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({COLUMNS}) USING parquet PARTITIONED BY (ds)")
+
+
+def table_location(spark: SparkSession, table: str) -> str:
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+    return next(r.data_type for r in rows if r.col_name == "Location")
+
+
+def partition_location(spark: SparkSession, table: str, ds: str) -> str | None:
+    if ds not in partitions(spark, table):
+        return None
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {table} PARTITION (ds='{ds}')").collect()
+    return next((r.data_type for r in rows if r.col_name == "Location"), None)
+
+
+def partitions(spark: SparkSession, table: str) -> list[str]:
+    return sorted(r[0].split("=", 1)[1] for r in spark.sql(f"SHOW PARTITIONS {table}").collect())
+
+
+def publish_partition(spark: SparkSession, table: str, ds: str, rows: DataFrame) -> dict[str, Any]:
+    """Write `rows` (the table's columns but ds) and make them partition `ds`, atomically."""
+    _check_ds(ds)
+    ensure_table(spark, table)
+    store = Storage(spark)
+    base = join(table_location(spark, table), VERSIONS, f"ds={ds}")
+    previous = partition_location(spark, table, ds)
+    for leftover in store.list(base):  # failed runs of this ds; never the live location
+        path = join(base, leftover)
+        if previous is None or _norm(previous) != _norm(path):
+            store.delete(path)
+    target = join(base, uuid.uuid4().hex[:12])
+    columns = [c.split()[0] for c in COLUMNS.split(", ") if not c.startswith("ds ")]
+    rows.select(*columns).write.mode("error").parquet(target)
+    written = spark.read.parquet(target).count()
+    if previous is None:
+        spark.sql(f"ALTER TABLE {table} ADD PARTITION (ds='{ds}') LOCATION '{target}'")
+    else:
+        spark.sql(f"ALTER TABLE {table} PARTITION (ds='{ds}') SET LOCATION '{target}'")
+        if f"/{VERSIONS}/" in previous:  # ours: nothing references it any more
+            store.delete(previous)
+    spark.sql(f"REFRESH TABLE {table}")
+    log.info("published %s partition ds=%s: %d rows at %s", table, ds, written, target)
+    return {"rows": written, "location": target, "replaced": previous}
+
+
+def drop_expired(spark: SparkSession, table: str, ds: str, retention_days: int) -> list[str]:
+    """Drop partitions more than `retention_days` older than `ds`, data included."""
+    cutoff = (date.fromisoformat(ds) - timedelta(days=retention_days)).isoformat()
+    store = Storage(spark)
+    dropped = []
+    for old in partitions(spark, table):
+        if old < cutoff:
+            location = partition_location(spark, table, old)
+            spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION (ds='{old}')")
+            if location:
+                store.delete(location)
+            dropped.append(old)
+    return dropped
+
+
+def _norm(path: str) -> str:
+    """`file:/a/b/`, `file:///a/b` and `/a/b` name the same place."""
+    for prefix in ("file://", "file:"):
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+            break
+    return "/" + path.strip("/")
+
+
+def _check_ds(ds: str) -> None:
+    try:
+        date.fromisoformat(ds)
+    except ValueError:
+        raise ConfigError(f"ds must be YYYY-MM-DD, got {ds!r}") from None
