@@ -38,6 +38,9 @@ def new_version(ds: str) -> str:
 def publish(root: str, model: str, version: str, weights: bytes, docs: dict[str, Any]) -> str:
     """Write an artifact atomically, then point `latest` at it. Returns its path."""
     base = models_dir(root, model)
+    final = join(base, version)
+    if fsio.exists(final):
+        raise FileExistsError(f"model artifact {final} exists already; versions are never rewritten")
     staging = join(base, "_staging", version)
     fsio.delete_dir(staging)
     fsio.write_bytes(join(staging, WEIGHTS), weights)
@@ -45,7 +48,6 @@ def publish(root: str, model: str, version: str, weights: bytes, docs: dict[str,
         fsio.write_bytes(join(staging, f"{name}.json"),
                          json.dumps(doc, indent=2, sort_keys=True, default=str).encode())
     fsio.write_bytes(join(staging, COMPLETE), version.encode())
-    final = join(base, version)
     fsio.move(staging, final)
     fsio.write_bytes(join(base, LATEST), version.encode())
     return final

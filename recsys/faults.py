@@ -11,8 +11,14 @@ import os
 VARIABLE = "RECSYS_FAULT"
 
 
-def maybe_fail(point: str, **where: object) -> None:
-    spec = os.environ.get(VARIABLE)
+def current() -> str | None:
+    """The fault asked for in this process (the driver hands it to executors explicitly:
+    Spark's Python workers are forked from a daemon that may predate the variable)."""
+    return os.environ.get(VARIABLE)
+
+
+def maybe_fail(point: str, spec: str | None = None, **where: object) -> None:
+    spec = spec if spec is not None else current()
     if not spec:
         return
     name, *parts = spec.split(":")

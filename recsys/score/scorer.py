@@ -7,14 +7,15 @@ Input batches (Arrow): `user_id`, `user_idx`, `seen` (list of item_idx to exclud
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from recsys.faults import maybe_fail
+from recsys import faults
 from recsys.models import build_model
 from recsys.score.topn import cap_per_category, ragged_mask, top_n
 
@@ -38,6 +39,8 @@ class Plan:
     popular: np.ndarray  # item_idx of the popularity list, best first (rules applied)
     popular_scores: np.ndarray
     batch_cells: int
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per score job
+    fault: str | None = field(default_factory=faults.current)  # for the failure tests
 
 
 class Scorer:
@@ -117,7 +120,7 @@ class Scorer:
                 sub_offsets, sub_seen = take_ragged(offsets, flat, part)
                 items, scores = self.rank(users[part], sub_offsets, sub_seen)
                 yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source))
-                maybe_fail("score_batch")
+                faults.maybe_fail("score_batch", self.plan.fault)
 
 
 def take_ragged(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +135,12 @@ _SCORERS: dict[str, Scorer] = {}
 
 
 def score_partition(plan_broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """The mapInArrow function: one Scorer per Python worker and model version."""
+    """The mapInArrow function: one Scorer per Python worker and broadcast (Spark reuses
+    workers across jobs, and two artifacts may share a version string)."""
     plan: Plan = plan_broadcast.value
-    scorer = _SCORERS.get(plan.version)
+    scorer = _SCORERS.get(plan.run_id)
     if scorer is None:
         _SCORERS.clear()
-        scorer = _SCORERS[plan.version] = Scorer(plan)
+        scorer = _SCORERS[plan.run_id] = Scorer(plan)
     for batch in batches:
         yield from scorer.score_batch(batch)

@@ -1,0 +1,259 @@
+"""Batch scoring into the Hive catalogue: exact top-N, rules, cold start, atomic publish."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recsys import schema as S
+from recsys.artifacts import publish
+from recsys.cli import main as cli
+from recsys.errors import ConfigError, MissingInputError, SnapshotError
+from recsys.models import build_model
+from recsys.models.features import load_features
+from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.score.job import score
+from recsys.score.topn import cap_per_category, ragged_mask, top_n
+
+from conftest import CONF, NOW, make_config, write_csv
+
+DS = "2026-11-24"
+N = 5
+VERSIONS = itertools.count()
+
+
+# --- the pure top-N functions --------------------------------------------------------------
+
+def test_top_n_matches_brute_force_and_never_returns_excluded():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 30, generator=g)
+    # Row 1 excludes nothing, row 5 everything but item 5.
+    exclude = ragged_mask(np.array([0, 3, 3, 8, 9, 29, 58]), np.r_[0:3, 0:5, 7, 0:20, 0:5, 6:30], 30)
+    items, values = top_n(scores, exclude, 5)
+    for row in range(6):
+        allowed = [j for j in range(30) if not exclude[row, j]]
+        expect = sorted(allowed, key=lambda j: -scores[row, j])[:5]
+        got = [int(j) for j, v in zip(items[row], values[row]) if torch.isfinite(v)]
+        assert got == expect
+    assert items[5, 0] == 5 and not torch.isfinite(values[5, 1:]).any()
+
+
+def test_category_cap_keeps_score_order():
+    items = torch.tensor([[4, 1, 3, 0, 2, 5]])
+    scores = torch.tensor([[9.0, 8, 7, 6, 5, 4]])
+    category = torch.tensor([0, 1, 0, 1, 0, 2])  # item -> category
+    got, vals = cap_per_category(items, scores, category, cap=1, n=3)
+    assert got.tolist() == [[4, 1, 5]] and vals.tolist() == [[9.0, 8.0, 4.0]]
+    got, _ = cap_per_category(items, scores, category, cap=2, n=4)
+    assert got.tolist() == [[4, 1, 3, 0]]
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def snapshot(spark, tmp_path_factory):
+    """12 users with history, 2 known only from the users table, 15 items in 3 categories."""
+    root = tmp_path_factory.mktemp("score-root")
+    rng = np.random.default_rng(1)
+    rows = [f"u{u},i{i},{1000 + 7 * u + i}" for u in range(12)
+            for i in sorted(rng.choice(15, 6, replace=False))]
+    log = write_csv(root / "log.csv", "user_id,item_id,ts", rows)
+    users = write_csv(root / "users.csv", "user_id,gender", [f"u{u},{'FM'[u % 2]}" for u in range(14)])
+    items = write_csv(root / "items.csv", "item_id,category", [f"i{i},c{i % 3}" for i in range(15)])
+    cfg = make_config(
+        root, "input.format=csv", f"input.path={log}", "dataset=toy",
+        "prepare.min_user_interactions=1", "prepare.min_item_interactions=1",
+        "prepare.split.method=leave_last", "prepare.split.valid_n=1", "prepare.min_row_groups=2",
+        f"users={{path: {users}, format: csv, key: user_id, categorical: [gender]}}",
+        f"items={{path: {items}, format: csv, key: item_id, categorical: [category]}}",
+        f"score.top_n={N}")
+    prepare(spark, cfg, DS, now=NOW)
+    return cfg
+
+
+def artifact(cfg, model: str = "mf", seed: int = 0) -> str:
+    """A published artifact with random weights (the real format), as train would write it."""
+    snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
+    info = json.loads(Path(snap, S.COMPLETE_MARKER).read_text())
+    spec = {"model": model, "n_users": info["rows"]["user_index"], "n_items": info["rows"]["item_index"],
+            "dim": 8, "hidden": [16, 8], "dropout": 0.0, "id_dropout": 0.0, "temperature": 0.5}
+    users = items = None
+    if model == "two_tower":
+        users = load_features(f"{snap}/users", S.USER_IDX, "n_train")
+        items = load_features(f"{snap}/items", S.ITEM_IDX, "popularity")
+        spec["user_features"], spec["item_features"] = users.shapes(), items.shapes()
+    torch.manual_seed(seed)
+    net = build_model(spec, users, items)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    version = f"{DS}_{model}{seed}_{next(VERSIONS)}"
+    publish(cfg.paths.root, model, version, buf.getvalue(), {
+        "config": {"model": spec}, "metrics": {}, "history": {"epochs": []},
+        "data": {"ds": DS, "snapshot": snap, "user_index": f"{snap}/user_index",
+                 "item_index": f"{snap}/item_index", "rows": info["rows"]}})
+    return version
+
+
+def with_table(cfg, name, *overrides):
+    from dataclasses import replace
+    from recsys.config import load_config
+    return load_config(None if False else CONF / "default.yaml",
+                       [f"paths.root={cfg.paths.root}", f"input.path={cfg.input.path}",
+                        "input.format=csv", "dataset=toy", f"score.top_n={N}",
+                        f"score.table=test.{name}", *overrides])
+
+
+def table(spark, name, ds=DS):
+    return spark.sql(f"SELECT * FROM test.{name} WHERE ds = '{ds}'").toPandas()
+
+
+def brute_force(cfg, version, model="mf"):
+    """Every user's top N by scoring every item with the loaded model, seen items removed."""
+    snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
+    from recsys.artifacts import load_artifact
+    net = load_artifact(cfg.paths.root, model, version).load_model()
+    seen = pq.read_table(f"{snap}/train").to_pandas()
+    seen = seen._append(pq.read_table(f"{snap}/valid").to_pandas())
+    uid = pq.read_table(f"{snap}/user_index").to_pandas().set_index(S.USER_IDX)[S.USER_ID]
+    iid = pq.read_table(f"{snap}/item_index").to_pandas().set_index(S.ITEM_IDX)[S.ITEM_ID]
+    n_items = len(iid)
+    out = {}
+    for u in seen[S.USER_IDX].unique():
+        with torch.no_grad():
+            s = net.score(torch.tensor([u]), torch.arange(n_items)[None])[0].numpy()
+        mine = set(seen[seen[S.USER_IDX] == u][S.ITEM_IDX])
+        ranked = [i for i in np.argsort(-s, kind="stable") if i not in mine][:N]
+        out[uid[u]] = ([iid[i] for i in ranked], s[ranked])
+    return out
+
+
+def assert_matches(got, expect):
+    for user, (items, scores) in expect.items():
+        mine = got[got.user_id == user].sort_values("rank")
+        assert mine["rank"].tolist() == list(range(1, N + 1))
+        assert mine["item_id"].tolist() == items, user
+        assert np.allclose(mine["score"].to_numpy(), scores, atol=1e-4)
+        assert (np.diff(mine["score"].to_numpy()) <= 1e-6).all()
+
+
+def test_exact_top_n_seen_excluded_and_cold_users_get_popular(spark, snapshot):
+    version = artifact(snapshot, "mf")
+    cfg = with_table(snapshot, "exact")
+    m = score(spark, cfg, DS)
+    got = table(spark, "exact")
+    assert_matches(got[got.source == "model"], brute_force(snapshot, version))
+    cold = got[got.source == "popular"]
+    assert sorted(cold.user_id.unique()) == ["u12", "u13"]
+    assert (got.model_version == version).all()
+    assert m["counts"]["users_by_source"] == {"model": 12, "popular": 2}
+    assert m["counts"]["rows_written"] == len(got) == 14 * N
+
+
+def test_two_tower_scores_cold_users_from_features(spark, snapshot):
+    artifact(snapshot, "two_tower")
+    cfg = with_table(snapshot, "towers", "score.model=two_tower")
+    score(spark, cfg, DS)
+    got = table(spark, "towers")
+    assert set(got[got.user_id.isin(["u12", "u13"])].source) == {"features"}
+    assert len(got) == 14 * N
+
+
+def test_neumf_two_stage_equals_full_ranking_when_candidates_cover_the_catalogue(spark, snapshot):
+    version = artifact(snapshot, "neumf")
+    cfg = with_table(snapshot, "neumf", "score.model=neumf", "score.candidates=15")
+    score(spark, cfg, DS)
+    got = table(spark, "neumf")
+    assert_matches(got[got.source == "model"], brute_force(snapshot, version, "neumf"))
+
+
+def test_business_rules(spark, snapshot, tmp_path):
+    artifact(snapshot, "mf")
+    block = write_csv(tmp_path / "block.csv", "item_id", ["i0", "i1", "i2"])
+    cfg = with_table(snapshot, "rules", f"score.block_items={{path: {block}, format: csv}}",
+                     "score.category_column=category", "score.max_per_category=2")
+    score(spark, cfg, DS)
+    got = table(spark, "rules")
+    assert not got.item_id.isin(["i0", "i1", "i2"]).any()
+    per_cat = got.assign(cat=got.item_id.str[1:].astype(int) % 3).groupby(["user_id", "cat"]).size()
+    assert per_cat.max() <= 2
+    assert (got.groupby("user_id")["rank"].max() <= N).all()
+
+
+def test_rerun_replaces_the_partition_and_a_failed_run_leaves_it(spark, snapshot, monkeypatch):
+    artifact(snapshot, "mf")
+    cfg = with_table(snapshot, "atomic", "score.retention_days=4")
+    score(spark, cfg, "2026-11-20")
+    score(spark, cfg, DS)
+    before = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    score(spark, cfg, DS)  # idempotent: same rows, not twice as many
+    again = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    assert len(again) == len(before)
+    artifact(snapshot, "mf", seed=1)  # a new latest model, then a run that dies mid-write
+    monkeypatch.setenv("RECSYS_FAULT", "score_batch")
+    with pytest.raises(Exception, match="injected fault at score_batch"):
+        score(spark, cfg, DS)
+    monkeypatch.delenv("RECSYS_FAULT")
+    after = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    assert after.equals(again)
+    assert len(table(spark, "atomic", "2026-11-20")) == 14 * N  # the other day is untouched
+    score(spark, cfg, "2026-11-25")  # 2026-11-20 is now more than 4 days older: dropped
+    parts = [r[0] for r in spark.sql("SHOW PARTITIONS test.atomic").collect()]
+    assert parts == [f"ds={DS}", "ds=2026-11-25"]
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(spark, snapshot, tmp_path):
+    cfg = with_table(snapshot, "refused", "score.model=mf")
+    other = make_config(tmp_path, "input.path=x", "score.table=test.refused")
+    with pytest.raises(MissingInputError, match="no trained 'mf' model under"):
+        score(spark, other, DS)
+    artifact(snapshot, "mf")
+    with pytest.raises(MissingInputError, match="version 'nope' not found .*available: .*_mf0_"):
+        score(spark, cfg, DS, version="nope")
+    with pytest.raises(ConfigError, match="score.table must be a plain db.table"):
+        with_table(snapshot, "x; DROP TABLE y")
+    assert "refused" not in [t.name for t in spark.catalog.listTables("test")]
+
+
+def test_changed_id_maps_are_refused(spark, snapshot, tmp_path):
+    import shutil
+    root = tmp_path / "root"
+    shutil.copytree(Path(snapshot.paths.root) / "data", root / "data")
+    cfg = with_table(snapshot, "ids")
+    cfg.paths.root = str(root)
+    snap = Path(snapshot_path(str(root), "toy", DS))
+    from recsys.prep.index import fingerprint
+    index = spark.read.parquet(str(snap / S.ITEM_INDEX))
+    version = artifact(cfg, "mf")
+    meta = root / "models" / "mf" / version / "data.json"
+    data = json.loads(meta.read_text())
+    data["fingerprints"] = {S.USER_INDEX: fingerprint(spark.read.parquet(str(snap / S.USER_INDEX)),
+                                                      S.USER_ID, S.USER_IDX),
+                            S.ITEM_INDEX: fingerprint(index, S.ITEM_ID, S.ITEM_IDX)}
+    meta.write_text(json.dumps(data))
+    table_ = pq.read_table(snap / S.ITEM_INDEX).to_pandas()
+    table_[S.ITEM_IDX] = table_[S.ITEM_IDX].to_numpy()[::-1].copy()  # ids re-assigned
+    shutil.rmtree(snap / S.ITEM_INDEX)
+    (snap / S.ITEM_INDEX).mkdir()
+    table_.to_parquet(snap / S.ITEM_INDEX / "part-0.parquet")
+    with pytest.raises(SnapshotError, match="does not match the data"):
+        score(spark, cfg, DS)
+
+
+def test_sql_command_reads_the_table(spark, snapshot, capsys):
+    artifact(snapshot, "mf")
+    cfg = with_table(snapshot, "sqlread")
+    score(spark, cfg, DS)
+    capsys.readouterr()
+    code = cli(["sql", "--conf", str(CONF / "movielens.yaml"),
+                "SELECT user_id, item_id, rank FROM test.sqlread WHERE ds='2026-11-24' AND rank = 1"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and len(rows) == 14 and all(r["rank"] == 1 for r in rows)
+    assert cli(["sql", "--conf", str(CONF / "movielens.yaml"), "SELECT * FROM test.missing"]) == 2
