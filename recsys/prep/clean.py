@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recsys import schema as S
@@ -60,7 +60,8 @@ def validate(df: DataFrame, *, ts_format: str, event_types: list[str] | None,
     return df.select(
         user.alias(S.USER_ID), item.alias(S.ITEM_ID), ts.alias(S.TS),
         event.alias(S.EVENT), F.when(has_value, value).alias(S.VALUE),
-        F.col(S.RAW), reason.alias(S.REASON),
+        # Only rejects need the raw row; keeping it for every row doubles what is cached.
+        F.when(reason.isNotNull(), F.col(S.RAW)).alias(S.RAW), reason.alias(S.REASON),
     )
 
 
@@ -94,13 +95,13 @@ def to_pairs(df: DataFrame, event_weights: dict[str, float], default_weight: flo
 
 
 def kcore_step(pairs: DataFrame, min_user: int, min_item: int) -> DataFrame:
-    """One pass of the k-core filter: drop users and items below their minimum count."""
-    by_user = Window.partitionBy(S.USER_ID)
-    by_item = Window.partitionBy(S.ITEM_ID)
-    return (pairs.withColumn("_nu", F.count(F.lit(1)).over(by_user))
-            .withColumn("_ni", F.count(F.lit(1)).over(by_item))
-            .where((F.col("_nu") >= min_user) & (F.col("_ni") >= min_item))
-            .drop("_nu", "_ni"))
+    """One pass of the k-core filter: drop users and items below their minimum count.
+
+    Counts are small grouped tables joined back (no sort of all pairs, as a window would)."""
+    users = pairs.groupBy(S.USER_ID).count().where(F.col("count") >= min_user).select(S.USER_ID)
+    items = pairs.groupBy(S.ITEM_ID).count().where(F.col("count") >= min_item).select(S.ITEM_ID)
+    return (pairs.join(users, S.USER_ID, "left_semi").join(items, S.ITEM_ID, "left_semi")
+            .select(*pairs.columns))
 
 
 def kcore(pairs: DataFrame, min_user: int, min_item: int, max_iter: int = 50) -> tuple[DataFrame, int]:

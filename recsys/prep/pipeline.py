@@ -113,7 +113,7 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
 
     with m.timed("clean"):
         good = validated.where(F.col(S.REASON).isNull()).drop(S.RAW, S.REASON)
-        events = clean.drop_exact_duplicates(good)
+        events = clean.drop_exact_duplicates(good).persist(StorageLevel.MEMORY_AND_DISK)
         pairs = clean.to_pairs(events, p.event_weights, p.default_weight)
         abuse_events = 0
         if p.max_events_per_user_day is not None:
@@ -128,6 +128,7 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         core, passes = clean.kcore(pairs, p.min_user_interactions, p.min_item_interactions)
         kcore_events = deduped_events - (core.agg(F.sum(S.N_EVENTS)).first()[0] or 0)
         validated.unpersist()
+        events.unpersist()
         counts["kcore_passes"] = passes
 
     with m.timed("index"):
@@ -148,7 +149,7 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         item_index = build_index(core, side.get("items", (None,))[0], S.ITEM_ID, S.ITEM_IDX)
         user_index, item_index = user_index.localCheckpoint(), item_index.localCheckpoint()
         indexed = apply_index(apply_index(core, user_index, S.USER_ID, S.USER_IDX),
-                              item_index, S.ITEM_ID, S.ITEM_IDX)
+                              item_index, S.ITEM_ID, S.ITEM_IDX).localCheckpoint()
 
     with m.timed("split"):
         method = p.split.method
