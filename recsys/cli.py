@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     score = _job_parser(sub, "score", "publish top-N recommendations per user to the table")
     score.add_argument("--model-version", help="artifact version (default: the latest)")
+    score.add_argument("--force", action="store_true", help="publish even if the gate refuses")
+    evaluate = _job_parser(sub, "evaluate", "the model against baselines on the validation split")
+    evaluate.add_argument("--model", help="mf, neumf or two_tower (default: train.model)")
+    run = _job_parser(sub, "run", "the whole night: prepare, train, evaluate, score")
+    run.add_argument("--force", action="store_true", help="publish even if the gate refuses")
     sql = sub.add_parser("sql", help="query the configured catalogue, print the rows")
     sql.add_argument("--conf", required=True)
     sql.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -108,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             manifest = prepare(spark, cfg, args.ds)
         elif args.step == "score":
             from recsys.score.job import score
-            manifest = score(spark, cfg, args.ds, version=args.model_version)
+            manifest = score(spark, cfg, args.ds, version=args.model_version, force=args.force)
+        elif args.step == "evaluate":
+            from recsys.evaluation.job import evaluate
+            manifest = evaluate(spark, cfg, args.ds, model=args.model)
+        elif args.step == "run":
+            from recsys.nightly import run_nightly
+            manifest = run_nightly(spark, cfg, args.ds, force=args.force)
         elif args.step == "sql":
             from pyspark.errors import AnalysisException, ParseException
             try:
@@ -122,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown step {args.step}")
     except RecsysError as exc:
         return _fail(args.step, getattr(args, "ds", None), str(exc), 2)
+    except Exception as exc:  # a bug or an infrastructure failure: the trace, then the summary
+        logging.getLogger("recsys").exception("%s failed", args.step)
+        return _fail(args.step, getattr(args, "ds", None), f"{type(exc).__name__}: {exc}", 1)
     from recsys.manifest import print_summary
     print_summary(manifest)
     return 0

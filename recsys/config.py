@@ -140,6 +140,33 @@ class TrainConfig:
 
 
 @dataclass
+class AlsConfig:
+    enabled: bool = True
+    rank: int = 64
+    max_iter: int = 10
+    reg: float = 0.1
+    alpha: float = 10.0  # implicit-feedback confidence scale
+
+
+@dataclass
+class EvaluateConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 100])
+    max_users: int | None = 50_000  # validation users evaluated (a fixed sample above this)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    ease_max_items: int = 20_000  # EASE inverts an items x items matrix: skipped above this
+    ease_lambda: float = 250.0
+
+
+@dataclass
+class GateConfig:
+    """Publish only a model that beats popularity and has not regressed from the published one."""
+    enabled: bool = True
+    metric: str = "ndcg@10"
+    min_lift_over_popularity: float = 0.0  # model > popularity * (1 + this)
+    max_drop_from_published: float = 0.1  # model >= published model * (1 - this)
+
+
+@dataclass
 class ItemListConfig(SourceConfig):
     """A list of items (a file or a table) with the original item id in `column`."""
     column: str = "item_id"
@@ -159,6 +186,7 @@ class ScoreConfig:
     max_per_category: int | None = None  # ... and at most this many items of one value each
     candidates: int = 400  # two-stage models: candidates re-ranked per user (at least top_n)
     batch_cells: int = 8_000_000  # users x items scored at once (memory per Python worker)
+    gate: GateConfig = field(default_factory=GateConfig)
 
 
 @dataclass
@@ -171,6 +199,7 @@ class Config:
     items: SideTableConfig | None = None
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def validate(self) -> "Config":
@@ -186,6 +215,8 @@ class Config:
         for key in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k"):
             if getattr(self.train, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1")
+        if not self.evaluate.ks or min(self.evaluate.ks) < 1:
+            raise ConfigError("evaluate.ks must list cut-offs of at least 1")
         if self.score.model is not None:
             _one_of("score.model", self.score.model, MODELS)
         if not TABLE_NAME.match(self.score.table):

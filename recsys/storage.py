@@ -67,6 +67,18 @@ class Storage:
             return []
         return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
 
+    def signature(self, path: str) -> list[list[Any]]:
+        """[name, size, modification time] of every file under `path` (or of the file)."""
+        fs, p = self._fs(path)
+        if not fs.exists(p):
+            return [[path, None, None]]
+        found = []
+        files = fs.listFiles(p, True)
+        while files.hasNext():
+            status = files.next()
+            found.append([str(status.getPath()), int(status.getLen()), int(status.getModificationTime())])
+        return sorted(found)
+
     def write_text(self, path: str, text: str) -> None:
         """Write a small file so that readers see the old or the new content, never a part."""
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"

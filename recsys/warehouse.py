@@ -55,6 +55,18 @@ def partitions(spark: SparkSession, table: str) -> list[str]:
     return sorted(r[0].split("=", 1)[1] for r in spark.sql(f"SHOW PARTITIONS {table}").collect())
 
 
+def published_version(spark: SparkSession, table: str) -> str | None:
+    """The model version behind the newest partition of `table`, if it has one."""
+    db, name = check_table_name(table).split(".")
+    if not spark.catalog.tableExists(name, db):
+        return None
+    parts = partitions(spark, table)
+    if not parts:
+        return None
+    row = spark.sql(f"SELECT model_version FROM {table} WHERE ds = '{parts[-1]}' LIMIT 1").first()
+    return row[0] if row else None
+
+
 def publish_partition(spark: SparkSession, table: str, ds: str, rows: DataFrame) -> dict[str, Any]:
     """Write `rows` (the table's columns but ds) and make them partition `ds`, atomically."""
     _check_ds(ds)

@@ -1,82 +1,121 @@
 """Score a model (or a baseline) on held-out interactions over the full catalogue.
 
 The user's training items are excluded from the ranking, as they are when recommendations are
-published, and every metric of `metrics.METRICS` is computed at each K.
+published, and every metric of `metrics.METRICS` is computed at each K, plus:
+
+- coverage@K: the share of the catalogue that appears in at least one evaluated user's top K;
+- popularity_percentile@K: the mean popularity percentile of recommended items (0 = the least
+  popular item, 100 = the most; the share of items strictly less popular), a popularity-bias
+  measure: the popularity baseline scores close to 100.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from recsys import fsio
+from recsys import schema as S
 from recsys.evaluation.metrics import METRICS, top_k_excluding
+from recsys.score.topn import ragged_mask, take_ragged
 
 ScoreFn = Callable[[Tensor], Tensor]  # users [B] -> scores [B, n_items]
 
 
-def _csr(users: np.ndarray, items: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of `keep` (sorted user ids) -> (offsets, items) of their pairs."""
-    sel = np.isin(users, keep)
-    u, i = users[sel], items[sel]
-    order = np.lexsort((i, u))
-    u, i = u[order], i[order]
-    offsets = np.searchsorted(u, np.append(keep, keep[-1] + 1 if len(keep) else 0))
-    return offsets, i
+def read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user_idx, item_idx) of a prepared dataset, as int64 arrays."""
+    fs, where = fsio.resolve(path)
+    table = pq.read_table(where, columns=[S.USER_IDX, S.ITEM_IDX], filesystem=fs)
+    return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
+            table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
+
+
+class Csr:
+    """Each user's items as a ragged array over all user ids 0..n_users-1."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_users: int):
+        order = np.lexsort((items, users))
+        self.items = items[order]
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))])
+
+    def mask(self, users: np.ndarray, n_items: int) -> Tensor:
+        """[len(users), n_items] bool: True where the user has the item."""
+        offsets, flat = take_ragged(self.offsets, self.items, users)
+        return ragged_mask(offsets, flat, n_items)
+
+    def counts(self, users: np.ndarray) -> np.ndarray:
+        return self.offsets[users + 1] - self.offsets[users]
+
+
+def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
+    """For each item, the percentage of catalogue items strictly less popular (ties are fair)."""
+    return 100.0 * np.searchsorted(np.sort(popularity), popularity, side="left") / len(popularity)
 
 
 class Evaluator:
     """Holds the validation pairs and each evaluated user's seen (training) items.
 
     Args: valid_* and train_* are parallel arrays of dense ids; n_items the catalogue size;
-    ks the cut-offs; max_users caps the users scored (a sample fixed by `seed`).
+    ks the cut-offs; max_users caps the users scored (a sample fixed by `seed`); popularity
+    (training interactions per item) enables the popularity-bias metric.
     """
 
     def __init__(self, valid_users: np.ndarray, valid_items: np.ndarray, train_users: np.ndarray,
                  train_items: np.ndarray, n_items: int, ks: tuple[int, ...] = (10,),
-                 max_users: int | None = None, seed: int = 0, batch_cells: int = 20_000_000):
+                 max_users: int | None = None, seed: int = 0, popularity: np.ndarray | None = None,
+                 batch_cells: int = 20_000_000):
         users = np.unique(valid_users)
         if max_users is not None and len(users) > max_users:
             users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+        n_users = int(max(valid_users.max(initial=0), train_users.max(initial=0))) + 1
         self.users = users
         self.n_items = n_items
         self.ks = tuple(sorted(ks))
-        self.valid = _csr(valid_users, valid_items, users)
-        self.seen = _csr(train_users, train_items, users)
+        self.valid = Csr(valid_users, valid_items, n_users)
+        self.seen = Csr(train_users, train_items, n_users)
+        self.percentile = None if popularity is None else torch.as_tensor(
+            popularity_percentile(popularity.astype(np.float64)))
         self.batch = max(1, batch_cells // max(1, n_items))
-
-    def _mask(self, csr: tuple[np.ndarray, np.ndarray], lo: int, hi: int, device) -> Tensor:
-        offsets, items = csr
-        counts = np.diff(offsets[lo:hi + 1])
-        rows = np.repeat(np.arange(hi - lo), counts)
-        cols = items[offsets[lo]:offsets[hi]]
-        mask = torch.zeros(hi - lo, self.n_items, dtype=torch.bool, device=device)
-        mask[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device).long()] = True
-        return mask
+        self.top_items: np.ndarray | None = None  # the last evaluation's top-K lists (collect=True)
+        self.top_scores: np.ndarray | None = None
 
     @torch.no_grad()
-    def evaluate(self, score_fn: ScoreFn, device: str | torch.device = "cpu") -> dict[str, float]:
-        """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'recall@10': ...}."""
-        kmax = self.ks[-1]
+    def evaluate(self, score_fn: ScoreFn, device: str | torch.device = "cpu",
+                 collect: bool = False) -> dict[str, float]:
+        """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'coverage@10': ...}."""
+        kmax = min(self.ks[-1], self.n_items)
         sums = {f"{m}@{k}": 0.0 for m in METRICS for k in self.ks}
+        covered = {k: torch.zeros(self.n_items, dtype=torch.bool) for k in self.ks}
+        pct = {k: 0.0 for k in self.ks}
+        tops, top_scores = [], []
         for lo in range(0, len(self.users), self.batch):
-            hi = min(lo + self.batch, len(self.users))
-            users = torch.as_tensor(self.users[lo:hi], device=device).long()
-            scores = score_fn(users).to(device)
-            top = top_k_excluding(scores, self._mask(self.seen, lo, hi, device), kmax)
-            relevant = self._mask(self.valid, lo, hi, device)
+            users = self.users[lo:lo + self.batch]
+            scores = score_fn(torch.as_tensor(users, device=device).long()).to(device)
+            seen = self.seen.mask(users, self.n_items).to(device)
+            top = top_k_excluding(scores, seen, kmax)
+            relevant = self.valid.mask(users, self.n_items).to(device)
             hits = relevant.gather(1, top)
             n_rel = relevant.sum(1)
+            top_cpu = top.cpu()
             for k in self.ks:
                 for name, fn in METRICS.items():
                     sums[f"{name}@{k}"] += float(fn(hits[:, :k], n_rel).sum())
+                covered[k][top_cpu[:, :k].reshape(-1)] = True
+                if self.percentile is not None:
+                    pct[k] += float(self.percentile[top_cpu[:, :k]].mean(1).sum())
+            if collect:
+                tops.append(top_cpu.numpy())
+                top_scores.append(scores.gather(1, top).cpu().numpy())
         n = max(1, len(self.users))
         out = {key: value / n for key, value in sums.items()}
+        for k in self.ks:
+            out[f"coverage@{k}"] = float(covered[k].float().mean())
+            if self.percentile is not None:
+                out[f"popularity_percentile@{k}"] = pct[k] / n
         out["users"] = len(self.users)
+        if collect and tops:
+            self.top_items, self.top_scores = np.concatenate(tops), np.concatenate(top_scores)
         return out
-
-
-def popularity_scores(train_items: np.ndarray, n_items: int) -> Tensor:
-    """The popularity baseline: every user gets the items ranked by training interactions."""
-    return torch.as_tensor(np.bincount(train_items, minlength=n_items), dtype=torch.float32)

@@ -35,16 +35,23 @@ class Recommender(nn.Module):
         return self.score(users, items)
 
     @torch.no_grad()
-    def score_all(self, users: Tensor, n_items: int, chunk: int = 4096) -> Tensor:
-        """Scores of `users` [B] against the whole catalogue -> [B, n_items]."""
+    def score_all(self, users: Tensor, n_items: int, cells: int = 1 << 18) -> Tensor:
+        """Scores of `users` [B] against the whole catalogue -> [B, n_items].
+
+        A non-factorised model scores pairs in blocks of about `cells` (users x items), so
+        its intermediate activations stay small whatever the batch of users.
+        """
         items = torch.arange(n_items, device=users.device)
         if self.factorised:
             return self.user_vectors(users) @ self.item_vectors(items).T
-        out = []
-        for start in range(0, n_items, chunk):
-            part = items[start:start + chunk]
-            out.append(self.score(users, part.expand(len(users), -1)))
-        return torch.cat(out, dim=1)
+        out = torch.empty(len(users), n_items, device=users.device)
+        cols = min(n_items, cells)
+        rows = max(1, cells // cols)
+        for r in range(0, len(users), rows):
+            for c in range(0, n_items, cols):
+                u, i = users[r:r + rows], items[c:c + cols]
+                out[r:r + rows, c:c + cols] = self.score(u, i.expand(len(u), -1))
+        return out
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:

@@ -29,16 +29,16 @@ def snapshot_path(root: str, dataset: str, ds: str) -> str:
     return join(resolve_root(root), "data", dataset, f"ds={ds}")
 
 
-def row_group_rows(n_rows: int, cfg: PrepareConfig) -> int:
-    """Rows per Parquet file (each file is one row group): at least `min_row_groups` of them
-    so every training worker gets row groups to read, none above the configured maximum."""
-    return max(1, min(cfg.max_rows_per_row_group, math.ceil(n_rows / cfg.min_row_groups)))
+def training_files(n_rows: int, cfg: PrepareConfig) -> int:
+    """Parquet files (each one row group) for train/valid: a multiple of `min_row_groups`, so
+    2, 4, 8 or 16 training workers get equal shares, and none above the configured maximum."""
+    files = max(1, math.ceil(n_rows / cfg.max_rows_per_row_group))
+    return math.ceil(files / cfg.min_row_groups) * cfg.min_row_groups
 
 
-def write_parquet(df: DataFrame, path: str, n_rows: int, rows_per_file: int) -> None:
-    files = max(1, math.ceil(n_rows / rows_per_file))
-    (df.repartition(files).write.mode("overwrite")
-     .option("maxRecordsPerFile", rows_per_file).parquet(path))
+def write_parquet(df: DataFrame, path: str, files: int) -> None:
+    """`files` files of nearly equal size (round-robin repartition: one row group each)."""
+    df.repartition(files).write.mode("overwrite").parquet(path)
 
 
 def _reject_message(counts: dict[str, int], total: int, limit: float) -> str:
@@ -188,9 +188,8 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         columns = [S.USER_IDX, S.ITEM_IDX, S.TS, S.WEIGHT] + ([S.VALUE] if cfg.input.columns.value else [])
         train = flagged.where(~F.col(split.VALID_FLAG)).select(*columns)
         valid = flagged.where(F.col(split.VALID_FLAG) & ~F.col("_cold")).select(*columns)
-        per_file = row_group_rows(train_rows, p)
-        write_parquet(train, join(staging, S.TRAIN), train_rows, per_file)
-        write_parquet(valid, join(staging, S.VALID), valid_rows, row_group_rows(valid_rows, p))
+        write_parquet(train, join(staging, S.TRAIN), training_files(train_rows, p))
+        write_parquet(valid, join(staging, S.VALID), training_files(valid_rows, p))
         rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected}
         store = Storage(spark)
         for name, index, key, idx, count_name in (
@@ -201,10 +200,10 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
                 train, index, side_df, side_meta, key=key, idx=idx,
                 count_name=count_name, ref_ts=ref_ts)
             n = index.count()
-            write_parquet(table, join(staging, name), n, p.max_rows_per_row_group)
+            write_parquet(table, join(staging, name), math.ceil(n / p.max_rows_per_row_group))
             store.write_json(join(staging, name, S.FEATURES_META), meta)
             index_name = S.USER_INDEX if name == S.USERS else S.ITEM_INDEX
-            write_parquet(index, join(staging, index_name), n, p.max_rows_per_row_group)
+            write_parquet(index, join(staging, index_name), math.ceil(n / p.max_rows_per_row_group))
             rows[name] = rows[index_name] = n
         counts["rows"] = rows
         store.write_json(join(staging, S.COMPLETE_MARKER),

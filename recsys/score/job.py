@@ -20,6 +20,7 @@ from recsys.config import Config, ItemListConfig, to_dict
 from recsys.errors import MissingColumnError, SnapshotError
 from recsys.manifest import Manifest
 from recsys.prep.index import fingerprint
+from recsys.score import gate
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, Plan, score_partition
 from recsys.score.topn import cap_per_category
 from recsys.sources import read_source
@@ -119,8 +120,10 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: str, has_towers: bool
         source.alias("source"))
 
 
-def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = None) -> Manifest:
-    """Score users with the artifact `version` (default: latest) and publish partition `ds`."""
+def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = None,
+          force: bool = False) -> Manifest:
+    """Score users with the artifact `version` (default: latest) and publish partition `ds`,
+    if it passes the publish gate (or `force`)."""
     s = cfg.score
     name = s.model or cfg.train.model
     root = resolve_root(cfg.paths.root)
@@ -134,6 +137,15 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
                             "snapshot": snap, "model_ds": artifact.data["ds"]}
         with m.timed("check"):
             check_id_maps(spark, artifact)
+            if s.gate.enabled:
+                verdict = gate.check(root, ds, s.gate, artifact, warehouse.published_version(spark, s.table))
+                m.data["gate"] = {"passed": verdict.passed, "message": verdict.message, **verdict.numbers}
+                if not verdict.passed and not force:
+                    raise gate.GateError(f"not published: {verdict.message}; the table keeps its "
+                                         f"current partitions (--force publishes anyway)")
+                if not verdict.passed:
+                    log.warning("publishing despite the gate (--force): %s", verdict.message)
+            m.data["forced"] = force
         with m.timed("plan"):
             plan = build_plan(spark, cfg, artifact, snap)
             users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower")

@@ -17,7 +17,7 @@ import torch
 
 from recsys import faults
 from recsys.models import build_model
-from recsys.score.topn import cap_per_category, ragged_mask, top_n
+from recsys.score.topn import cap_per_category, ragged_mask, take_ragged, top_n
 
 OUTPUT_SCHEMA = ("user_id string, item_id string, rank int, score float, source string, "
                  "model_version string")
@@ -121,14 +121,6 @@ class Scorer:
                 items, scores = self.rank(users[part], sub_offsets, sub_seen)
                 yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source))
                 faults.maybe_fail("score_batch", self.plan.fault)
-
-
-def take_ragged(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `rows` of a ragged array (flat values cut at offsets) as a new ragged array."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    positions = np.arange(new_offsets[-1]) + np.repeat(starts - new_offsets[:-1], lengths)
-    return new_offsets, flat[positions]
 
 
 _SCORERS: dict[str, Scorer] = {}

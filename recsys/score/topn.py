@@ -20,6 +20,14 @@ def ragged_mask(offsets: np.ndarray, items: np.ndarray, n_items: int) -> Tensor:
     return mask
 
 
+def take_ragged(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a ragged array (flat values cut at offsets) as a new ragged array."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    positions = np.arange(new_offsets[-1]) + np.repeat(starts - new_offsets[:-1], lengths)
+    return new_offsets, flat[positions]
+
+
 def top_n(scores: Tensor, exclude: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
     """The n best items per row, never an excluded one: (items [B, n], scores [B, n]).
 

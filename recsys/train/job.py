@@ -93,9 +93,11 @@ def launch(spec: dict[str, Any], num_processes: int, use_gpu: bool, local_mode: 
     except Exception as exc:
         found = sorted((json.loads(fsio.read_bytes(join(errors, name))) for name in fsio.listdir(errors)),
                        key=lambda r: r["time"])
-        if not found:
-            raise TrainingError(f"a training worker died without reporting an error (killed, or "
-                                f"out of memory?); the worker output above has the details: {exc}") from exc
+        silent = sorted(set(range(num_processes)) - {r["rank"] for r in found})
+        if silent:  # a killed worker reports nothing; its peers then report lost connections
+            after = f"; then {found[0]['error'].splitlines()[0][:200]}" if found else ""
+            raise TrainingError(f"training worker rank {', '.join(map(str, silent))} died without "
+                                f"reporting an error (killed, or out of memory?){after}") from exc
         # The first error is the cause; the others are usually peers losing their connection.
         cause = found[0]
         others = f" (then {len(found) - 1} other worker(s) failed)" if len(found) > 1 else ""

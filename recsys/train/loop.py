@@ -18,7 +18,6 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -26,7 +25,8 @@ from tqdm import tqdm
 from recsys import fsio
 from recsys import schema as S
 from recsys.config import TrainConfig
-from recsys.evaluation.ranking import Evaluator, popularity_scores
+from recsys.evaluation.baselines import popularity
+from recsys.evaluation.ranking import Evaluator, read_pairs
 from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
@@ -44,13 +44,6 @@ def pair_checksum(users: np.ndarray, items: np.ndarray, n_items: int) -> int:
     """Order-free fingerprint of a set of rows: sum of (user * n_items + item), modulo a prime."""
     keys = users.astype(np.int64) * n_items + items.astype(np.int64)
     return int(keys.sum() % CHECKSUM_MOD)
-
-
-def _read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
-    fs, where = fsio.resolve(path)
-    table = pq.read_table(where, columns=[S.USER_IDX, S.ITEM_IDX], filesystem=fs)
-    return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
-            table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:
@@ -100,9 +93,9 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
              if t.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(opt, 1.0, 1))
-    train_users, train_items = _read_pairs(paths["train"])
-    popularity = np.bincount(train_items, minlength=n_items)
-    sampler = NegativeSampler(n_items, popularity if t.negative_sampling == "popularity" else None,
+    train_users, train_items = read_pairs(paths["train"])
+    counts = np.bincount(train_items, minlength=n_items)
+    sampler = NegativeSampler(n_items, counts if t.negative_sampling == "popularity" else None,
                               t.popularity_alpha)
     loss_fn = LOSSES[spec["loss"]]
     k = t.eval_k
@@ -119,11 +112,10 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
 
     evaluator, baseline = None, None
     if ctx.is_main:
-        valid_users, valid_items = _read_pairs(paths["valid"])
+        valid_users, valid_items = read_pairs(paths["valid"])
         evaluator = Evaluator(valid_users, valid_items, train_users, train_items, n_items,
                               ks=(k,), max_users=t.eval_users, seed=t.seed)
-        pop = popularity_scores(train_items, n_items)
-        baseline = evaluator.evaluate(lambda u: pop.expand(len(u), -1))
+        baseline = evaluator.evaluate(popularity(train_items, n_items))
         log.info("popularity baseline: ndcg@%d %.4f over %d users", k, baseline[f"ndcg@{k}"],
                  baseline["users"])
     del train_users, train_items

@@ -1,0 +1,62 @@
+"""Baselines scored by the same evaluator as the models: popularity, EASE and Spark ALS.
+
+Each returns a score function users [B] -> scores [B, n_items], so the baselines see exactly
+the same users, splits and seen-item exclusion as the model they are compared with.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame
+from torch import Tensor
+
+from recsys import schema as S
+from recsys.evaluation.ranking import Csr, ScoreFn
+
+
+def popularity_scores(train_items: np.ndarray, n_items: int) -> Tensor:
+    """Every user gets the items ranked by their number of training interactions."""
+    return torch.as_tensor(np.bincount(train_items, minlength=n_items), dtype=torch.float32)
+
+
+def popularity(train_items: np.ndarray, n_items: int) -> ScoreFn:
+    pop = popularity_scores(train_items, n_items)
+    return lambda users: pop.expand(len(users), -1)
+
+
+def ease_weights(train: Csr, users: np.ndarray, n_items: int, lam: float) -> Tensor:
+    """EASE (Steck, 2019): B = I - P diag(1/diag(P)) with P = (XᵀX + λI)⁻¹, diag(B) = 0.
+
+    X is the binary user × item matrix of `users`; the Gram matrix is items × items, which is
+    why EASE is only run on catalogues below `evaluate.ease_max_items`.
+    """
+    gram = torch.zeros(n_items, n_items, dtype=torch.float64)
+    for start in range(0, len(users), 4096):  # X in row blocks: never the whole dense X
+        x = train.mask(users[start:start + 4096], n_items).to(torch.float64)
+        gram += x.T @ x
+    gram += lam * torch.eye(n_items, dtype=torch.float64)
+    p = torch.linalg.inv(gram)
+    b = -p / torch.diag(p)
+    b.fill_diagonal_(0.0)
+    return b.to(torch.float32)
+
+
+def ease(train: Csr, n_users: int, n_items: int, lam: float) -> ScoreFn:
+    b = ease_weights(train, np.arange(n_users), n_items, lam)
+    return lambda users: train.mask(users.numpy(), n_items).to(torch.float32) @ b
+
+
+def als(train: DataFrame, n_users: int, n_items: int, *, rank: int, max_iter: int,
+        reg: float, alpha: float, seed: int) -> ScoreFn:
+    """Spark MLlib ALS with implicit preferences on the training split (weights as confidence)."""
+    from pyspark.ml.recommendation import ALS
+    model = ALS(rank=rank, maxIter=max_iter, regParam=reg, alpha=alpha, implicitPrefs=True,
+                userCol=S.USER_IDX, itemCol=S.ITEM_IDX, ratingCol=S.WEIGHT, seed=seed,
+                coldStartStrategy="drop").fit(train)
+    u = np.zeros((n_users, rank), np.float32)
+    v = np.zeros((n_items, rank), np.float32)
+    for target, factors in ((u, model.userFactors), (v, model.itemFactors)):
+        rows = factors.toPandas()
+        target[rows["id"].to_numpy()] = np.stack(rows["features"].to_numpy())
+    user_t, item_t = torch.as_tensor(u), torch.as_tensor(v)
+    return lambda users: user_t[users] @ item_t.T

@@ -1,0 +1,242 @@
+"""The HTML report an operator reads after the nightly evaluation: a metrics table and four plots.
+
+Plots are drawn with matplotlib's object-oriented API (`matplotlib.figure.Figure`, rendered by
+Agg on save), so no pyplot state or global backend is touched. Files go through `recsys.fsio`,
+so `out_dir` may be a local path or a URI. Nothing here reads or writes the evaluation JSON.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+import numbers
+
+import numpy as np
+from matplotlib.figure import Figure  # the OO API: no pyplot, no global backend switch
+from matplotlib.ticker import MaxNLocator
+
+from recsys import fsio
+
+# Preferred row order within a K; other metrics follow alphabetically.
+_ORDER = ("ndcg", "recall", "precision", "map", "hit_rate", "coverage", "popularity_percentile")
+# Rows where the lowest value is the best (less popularity bias); every other row: highest.
+_LOWER_IS_BETTER = {"popularity_percentile"}
+
+
+def _num(value) -> float | None:
+    return float(value) if isinstance(value, numbers.Real) and math.isfinite(value) else None
+
+
+def _nan(value) -> float:
+    return np.nan if _num(value) is None else float(value)
+
+
+def _at_keys(metrics: dict) -> list[tuple[str, int, str]]:
+    """(metric, K, key) for every numeric 'metric@K' key, sorted by K then the preferred order."""
+    parts = [(key.rpartition("@"), key, v) for key, v in metrics.items()]
+    out = [(name, int(k), key) for (name, _, k), key, v in parts
+           if name and k.isdigit() and isinstance(v, numbers.Real)]
+    rank = {m: i for i, m in enumerate(_ORDER)}
+    return sorted(out, key=lambda t: (t[1], rank.get(t[0], len(rank)), t[0]))
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plot_training(history: list[dict]) -> Figure:
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    epochs = np.array([h.get("epoch", i) for i, h in enumerate(history)], dtype=float)
+    loss = np.array([_nan(h.get("loss")) for h in history], dtype=float)
+    if np.isfinite(loss).any():
+        ax_loss.plot(epochs, loss, marker="o")
+        ax_loss.set(xlabel="epoch", ylabel="mean training loss",
+                    title="Training loss (objective, per epoch)")
+    else:
+        _no_data(ax_loss, "no training loss recorded")
+    keys = sorted({k for h in history for k in h if k.startswith("valid_ndcg@")},
+                  key=lambda k: (len(k), k))
+    for key in keys:
+        y = np.array([_nan(h.get(key)) for h in history], dtype=float)
+        line, = ax_val.plot(epochs, y, marker="o", label=key.removeprefix("valid_"))
+        if np.isfinite(y).any():
+            best = int(np.nanargmax(y))
+            ax_val.plot(epochs[best], y[best], "*", ms=14, color=line.get_color())
+    if keys:
+        ax_val.set(xlabel="epoch", ylabel="NDCG (0–1)",
+                   title="Validation NDCG per epoch (★ best)")
+        ax_val.legend()
+    else:
+        _no_data(ax_val, "no validation NDCG recorded")
+    return fig
+
+
+def _plot_metrics(columns: list[tuple[str, dict]]) -> Figure:
+    """One panel per K: grouped bars of the [0, 1]-valued metrics, one bar per model/baseline."""
+    rows = _at_keys(columns[0][1])
+    ks = sorted({k for _, k, _ in rows}) or [0]
+    fig = Figure(figsize=(max(6, 5 * len(ks)), 4.5), layout="constrained")
+    axes = fig.subplots(1, len(ks), squeeze=False)[0]
+    for ax, k in zip(axes, ks):
+        keys = [(m, key) for m, kk, key in rows if kk == k
+                and all(0 <= (_num(c.get(key)) or 0) <= 1 for _, c in columns)]
+        if not keys:
+            _no_data(ax, "no metrics in [0, 1]")
+            continue
+        x = np.arange(len(keys))
+        width = 0.8 / len(columns)
+        for j, (label, metrics) in enumerate(columns):
+            vals = [_nan(metrics.get(key)) for _, key in keys]
+            ax.bar(x + (j - (len(columns) - 1) / 2) * width, vals, width, label=label)
+        ax.set_xticks(x, [m.replace("_", " ") for m, _ in keys], rotation=30, ha="right")
+        ax.set(ylabel="metric value (0–1)", title=f"Metrics @{k} (mean over users)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _plot_scores(score_sample: np.ndarray) -> Figure:
+    ax = Figure(figsize=(7, 4), layout="constrained").subplots()
+    s = np.asarray(score_sample, dtype=float).ravel()
+    s = s[np.isfinite(s)]
+    if s.size:
+        ax.hist(s, bins=50, color="tab:blue", alpha=0.8)
+        ax.axvline(np.median(s), color="black", ls="--", label=f"median {np.median(s):.3g}")
+        ax.legend()
+        ax.set(xlabel="model score (raw, unitless)", ylabel="recommendations (count)")
+    else:
+        _no_data(ax, "no scores")
+    ax.set_title(f"Score distribution of top-K recommendations (n={s.size:,})")
+    return ax.figure
+
+
+def _plot_popularity(recommended: np.ndarray, catalogue: np.ndarray) -> Figure:
+    """CDFs (from 1,001 quantiles, so any array size is cheap to draw) on a symlog x-axis."""
+    ax = Figure(figsize=(7, 4), layout="constrained").subplots()
+    q = np.linspace(0, 1, 1001)
+    drawn = False
+    for label, arr in (("recommended (per slot)", recommended),
+                       ("catalogue (per item)", catalogue)):
+        a = np.asarray(arr, dtype=float).ravel()
+        a = a[np.isfinite(a)]
+        if a.size:
+            qs = np.quantile(a, q)
+            ax.step(qs, q, where="post", label=f"{label}: median {qs[500]:,.0f}, n={a.size:,}")
+            drawn = True
+    if drawn:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set(xlabel="item popularity (training interactions, log scale)",
+               ylabel="cumulative share")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    else:
+        _no_data(ax, "no popularity data")
+    ax.set_title("Popularity of recommended vs catalogue items (CDF)")
+    return ax.figure
+
+
+def _fmt(value) -> str:
+    if isinstance(value, numbers.Integral):
+        return f"{value:,}"
+    v = _num(value)
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _table(columns: list[tuple[str, dict]]) -> str:
+    """Rows: the model's @K metrics; the best value per row (ties included) in bold."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(label))}</th>" for label, _ in columns)
+    out = [f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>"]
+    for name, _, key in _at_keys(columns[0][1]):
+        vals = [_num(m.get(key)) for _, m in columns]
+        present = [v for v in vals if v is not None]
+        best = (min if name in _LOWER_IS_BETTER else max)(present) if present else None
+        arrow = " ↓" if name in _LOWER_IS_BETTER else ""
+        cells = "".join(f"<td><b>{_fmt(m.get(key))}</b></td>" if v is not None and v == best
+                        else f"<td>{_fmt(m.get(key))}</td>" for v, (_, m) in zip(vals, columns))
+        out.append(f"<tr><td>{esc(key)}{arrow}</td>{cells}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0}thead{background:#f2f2f2}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}
+.pass,.fail{color:#fff;padding:2px 6px}.pass{background:#2e7d32}.fail{background:#c62828}
+figure{margin:2em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555}"""
+
+_CAPTIONS = {
+    "training_curves.png": "Training loss and validation NDCG per epoch.",
+    "metrics.png": "Model against each evaluated baseline, one panel per cut-off K (metrics on a "
+                   "0–1 scale; others, such as the popularity percentile, are in the table).",
+    "score_distribution.png": "Distribution of the model's scores over its top-K recommendations.",
+    "popularity.png": "Cumulative distribution of item popularity: recommended slots against "
+                      "the whole catalogue.",
+}
+
+
+def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
+                 score_sample: np.ndarray, recommended_popularity: np.ndarray,
+                 catalogue_popularity: np.ndarray) -> dict[str, str]:
+    """Write index.html and PNG plots into out_dir (a local path or URI: write files with
+    recsys.fsio.write_bytes); return {name: path} of what was written.
+
+    Keys are the file names ('metrics.png', ..., 'index.html'; the page last, once every image
+    it links exists). Baselines with a 'skipped' reason are listed, not plotted.
+    """
+    esc = html.escape
+    model = results.get("model", {})
+    columns = [(f"{model.get('name', 'model')} (model)", model.get("metrics", {}))]
+    skipped = []
+    for name, base in results.get("baselines", {}).items():
+        if "skipped" in base or "metrics" not in base:
+            skipped.append((name, base.get("skipped", "no metrics")))
+        else:
+            columns.append((name, base["metrics"]))
+
+    figures = {"training_curves.png": _plot_training(history or []),
+               "metrics.png": _plot_metrics(columns),
+               "score_distribution.png": _plot_scores(score_sample),
+               "popularity.png": _plot_popularity(recommended_popularity, catalogue_popularity)}
+    written = {name: out_dir.rstrip("/") + "/" + name for name in [*figures, "index.html"]}
+    for name, fig in figures.items():
+        fsio.write_bytes(written[name], _png(fig))
+
+    summary = (f"Model <b>{esc(str(model.get('name', '?')))}</b> version "
+               f"<code>{esc(str(model.get('version', '?')))}</code> · "
+               f"{esc(_fmt(model.get('metrics', {}).get('users')))} users evaluated")
+    gate = results.get("gate")
+    if gate is not None:
+        ok = bool(gate.get("passed"))
+        summary += (f" · gate <span class=\"{'pass' if ok else 'fail'}\">"
+                    f"{'PASSED' if ok else 'FAILED'}</span> {esc(str(gate.get('message', '')))}")
+    skip_html = "".join(f"<li><b>{esc(str(n))}</b>: {esc(str(r))}</li>" for n, r in skipped)
+    figs = "\n".join(f'<figure><img src="{n}" alt="{n}"><figcaption>{esc(_CAPTIONS[n])}'
+                     "</figcaption></figure>" for n in figures)
+    title = esc(f"recsys evaluation — {ds}")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
+<body><h1>{title}</h1>
+<p>{summary}</p>
+<h2>Metrics</h2>
+{_table(columns)}
+<p>Bold: the best value of the row (↓: lower is better, i.e. less popularity bias).</p>
+{f"<h3>Skipped baselines</h3><ul>{skip_html}</ul>" if skipped else ""}
+<h2>Plots</h2>
+{figs}
+</body></html>
+"""
+    fsio.write_bytes(written["index.html"], page.encode("utf-8"))
+    return written
