@@ -18,6 +18,7 @@ from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.models import build_model
 from recsys.models.features import load_features
 from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.score.gate import GateError
 from recsys.score.job import score
 from recsys.score.topn import cap_per_category, ragged_mask, top_n
 
@@ -77,7 +78,7 @@ def snapshot(spark, tmp_path_factory):
     return cfg
 
 
-def artifact(cfg, model: str = "mf", seed: int = 0) -> str:
+def artifact(cfg, model: str = "mf", seed: int = 0, metrics: dict | None = None) -> str:
     """A published artifact with random weights (the real format), as train would write it."""
     snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
     info = json.loads(Path(snap, S.COMPLETE_MARKER).read_text())
@@ -96,7 +97,7 @@ def artifact(cfg, model: str = "mf", seed: int = 0) -> str:
     torch.save(net.state_dict(), buf)
     version = f"{DS}_{model}{seed}_{next(VERSIONS)}"
     publish(cfg.paths.root, model, version, buf.getvalue(), {
-        "config": {"model": spec}, "metrics": {}, "history": {"epochs": []},
+        "config": {"model": spec}, "metrics": metrics or {}, "history": {"epochs": []},
         "data": {"ds": DS, "snapshot": snap, "user_index": f"{snap}/user_index",
                  "item_index": f"{snap}/item_index", "rows": info["rows"]}})
     return version
@@ -108,6 +109,7 @@ def with_table(cfg, name, *overrides):
     return load_config(None if False else CONF / "default.yaml",
                        [f"paths.root={cfg.paths.root}", f"input.path={cfg.input.path}",
                         "input.format=csv", "dataset=toy", f"score.top_n={N}",
+                        "score.gate.enabled=false",  # random weights: the gate is tested apart
                         f"score.table=test.{name}", *overrides])
 
 
@@ -257,3 +259,22 @@ def test_sql_command_reads_the_table(spark, snapshot, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert code == 0 and len(rows) == 14 and all(r["rank"] == 1 for r in rows)
     assert cli(["sql", "--conf", str(CONF / "movielens.yaml"), "SELECT * FROM test.missing"]) == 2
+
+
+def test_gate_refuses_worse_than_popularity_or_the_published_model(spark, snapshot):
+    cfg = with_table(snapshot, "gated", "score.gate.enabled=true",
+                     "score.gate.max_drop_from_published=0.1")
+    artifact(snapshot, "mf", metrics={"ndcg@10": 0.5, "popularity": {"ndcg@10": 0.2}})
+    score(spark, cfg, "2026-11-23")
+    before = table(spark, "gated", "2026-11-23")
+    artifact(snapshot, "mf", seed=2, metrics={"ndcg@10": 0.1, "popularity": {"ndcg@10": 0.2}})
+    with pytest.raises(GateError, match="model ndcg@10 0.1000 does not beat popularity 0.2000"):
+        score(spark, cfg, DS)
+    artifact(snapshot, "mf", seed=3, metrics={"ndcg@10": 0.3, "popularity": {"ndcg@10": 0.2}})
+    with pytest.raises(GateError, match="more than 10% below the published model's 0.5000"):
+        score(spark, cfg, DS)
+    assert [r[0] for r in spark.sql("SHOW PARTITIONS test.gated").collect()] == ["ds=2026-11-23"]
+    assert table(spark, "gated", "2026-11-23").equals(before)
+    m = score(spark, cfg, DS, force=True)
+    assert m["forced"] and not m["gate"]["passed"] and m["gate"]["published_model"] == 0.5
+    assert len(table(spark, "gated")) == 14 * N

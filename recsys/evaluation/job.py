@@ -22,6 +22,7 @@ from recsys.errors import SnapshotError
 from recsys.evaluation import baselines
 from recsys.evaluation.ranking import Csr, Evaluator, read_pairs
 from recsys.evaluation.report import write_report
+from recsys.faults import maybe_fail
 from recsys.manifest import Manifest
 from recsys.prep.pipeline import snapshot_path
 from recsys.score import gate
@@ -54,6 +55,7 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
                                 f"ds={artifact.data['ds']}, not ds={ds}: ids differ between "
                                 f"snapshots, so train on ds={ds} first")
         check_id_maps(spark, artifact)
+        maybe_fail("evaluate")
         m.data["inputs"] = {"model": name, "version": artifact.version, "snapshot": snap}
         n_users = artifact.config["model"]["n_users"]
         n_items = artifact.config["model"]["n_items"]
