@@ -195,7 +195,13 @@ def test_rerun_replaces_the_partition_and_a_failed_run_leaves_it(spark, snapshot
     score(spark, cfg, "2026-11-20")
     score(spark, cfg, DS)
     before = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    location = spark.sql("DESCRIBE TABLE EXTENDED test.atomic").where("col_name = 'Location'").first()[1]
+    crashed = Path(location.replace("file:", "")) / "_versions" / f"ds={DS}" / "crashed-run"
+    crashed.mkdir()
+    (crashed / "part-00000.parquet").write_bytes(b"half-written")  # a run killed mid-write
+    assert len(table(spark, "atomic")) == len(before)  # not visible to readers
     score(spark, cfg, DS)  # idempotent: same rows, not twice as many
+    assert not crashed.exists()
     again = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)
     assert len(again) == len(before)
     artifact(snapshot, "mf", seed=1)  # a new latest model, then a run that dies mid-write
