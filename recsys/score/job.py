@@ -21,7 +21,7 @@ from recsys.errors import MissingColumnError, SnapshotError
 from recsys.manifest import Manifest
 from recsys.prep.index import fingerprint
 from recsys.score import gate
-from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, Plan, score_partition
+from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_partition
 from recsys.score.topn import cap_per_category
 from recsys.sources import read_source
 from recsys.storage import Storage, join, resolve_root
@@ -158,6 +158,11 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
             bc = spark.sparkContext.broadcast(plan)
             ranked = users.repartition(parts).mapInArrow(
                 lambda batches: score_partition(bc, batches), OUTPUT_SCHEMA)
+            ranked = ranked.select(
+                "user_id", "item_id", "rank", "score",
+                F.element_at(F.array(*[F.lit(x) for x in SOURCES]),
+                             F.col("source_code").cast("int") + 1).alias("source"),
+                F.lit(artifact.version).alias("model_version"))
             published = warehouse.publish_partition(spark, s.table, ds, ranked)
             elapsed = time.perf_counter() - started
             bc.unpersist()

@@ -17,10 +17,10 @@ import torch
 
 from recsys import faults
 from recsys.models import build_model
-from recsys.score.topn import cap_per_category, ragged_mask, take_ragged, top_n
+from recsys.score.topn import cap_per_category, exclude_, take_ragged, top_n
 
-OUTPUT_SCHEMA = ("user_id string, item_id string, rank int, score float, source string, "
-                 "model_version string")
+OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
+SOURCES = ("model", "features", "popular")
 POPULAR = "popular"
 
 
@@ -59,7 +59,8 @@ class Scorer:
             else:
                 self.item_vectors = self.model.candidate_item_vectors(items)
         self.item_ids = pa.array(plan.item_ids, pa.string())
-        self.blocked = torch.as_tensor(plan.blocked) if plan.blocked is not None else None
+        self.blocked = (torch.as_tensor(np.flatnonzero(plan.blocked))
+                        if plan.blocked is not None else None)
         self.category = torch.as_tensor(plan.category) if plan.category is not None else None
         self.rows_per_batch = max(1, plan.batch_cells // max(1, len(plan.item_ids)))
 
@@ -68,16 +69,14 @@ class Scorer:
         """Top-N item_idx and scores [B, N] for users [B]; -inf marks a missing tail."""
         p = self.plan
         u = torch.as_tensor(users, dtype=torch.long)
-        exclude = ragged_mask(offsets, seen, len(p.item_ids))
-        if self.blocked is not None:
-            exclude |= self.blocked
         want = p.top_n if self.category is None else min(len(p.item_ids), 4 * p.top_n)
         if self.model.factorised:
             scores = self.model.user_vectors(u) @ self.item_vectors.T
-            items, values = top_n(scores, exclude, want)
+            items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
         else:  # two stages: factorised candidates, then the full model on those alone
             scores = self.model.candidate_user_vectors(u) @ self.item_vectors.T
-            cand, cand_scores = top_n(scores, exclude, max(want, p.candidates))
+            cand, cand_scores = top_n(exclude_(scores, offsets, seen, self.blocked), None,
+                                      max(want, p.candidates))
             full = self.model.score(u, cand).masked_fill(~torch.isfinite(cand_scores), float("-inf"))
             values, order = torch.sort(full, dim=1, descending=True)
             items = cand.gather(1, order)[:, :want]
@@ -91,13 +90,14 @@ class Scorer:
         valid = np.isfinite(scores)
         counts = valid.sum(1)
         ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)
+        # `source` travels as a small code and the model version not at all: the JVM adds
+        # both as constants, which is far cheaper than 100 strings per user through Arrow.
         return pa.RecordBatch.from_arrays([
             user_ids.take(pa.array(np.repeat(np.arange(len(counts)), counts))),
             self.item_ids.take(pa.array(items[valid])),
             pa.array(ranks[valid]), pa.array(scores[valid].astype(np.float32)),
-            pa.array(np.full(int(counts.sum()), source, dtype=object), pa.string()),
-            pa.array(np.full(int(counts.sum()), self.plan.version, dtype=object), pa.string()),
-        ], names=["user_id", "item_id", "rank", "score", "source", "model_version"])
+            pa.array(np.full(int(counts.sum()), SOURCES.index(source), dtype=np.int8)),
+        ], names=["user_id", "item_id", "rank", "score", "source_code"])
 
     def score_batch(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         user_ids = batch.column("user_id")

@@ -28,6 +28,18 @@ def take_ragged(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tupl
     return new_offsets, flat[positions]
 
 
+def exclude_(scores: Tensor, offsets: np.ndarray, items: np.ndarray,
+             blocked: Tensor | None = None) -> Tensor:
+    """Set -inf, in place, where a row's ragged `items` (or a `blocked` column) would be:
+    the same effect as `ragged_mask` + `masked_fill` without a [B, n_items] mask."""
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    if len(items):
+        scores[torch.as_tensor(rows), torch.as_tensor(items, dtype=torch.long)] = NEG_INF
+    if blocked is not None:
+        scores[:, blocked] = NEG_INF
+    return scores
+
+
 def top_n(scores: Tensor, exclude: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
     """The n best items per row, never an excluded one: (items [B, n], scores [B, n]).
 
