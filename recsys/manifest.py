@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger("recsys")
 VERSIONED = ("recsys", "pyspark", "pyarrow", "petastorm", "torch", "numpy", "pandas")
@@ -50,6 +50,19 @@ class Manifest:
             took = round(time.perf_counter() - t, 3)
             self.data["timings_s"][stage] = took
             log.info("%s: %s took %.1fs", self.data["step"], stage, took)
+
+    @contextmanager
+    def recorded(self, write: Callable[[dict[str, Any]], None]) -> Iterator["Manifest"]:
+        """Run a job's body: `completed` if it returns, `failed` with the error if it raises,
+        and the manifest written by `write` either way."""
+        try:
+            yield self
+            self.finish()
+        except BaseException as exc:
+            self.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            write(self.data)
 
     def finish(self, status: str = "completed", error: str | None = None) -> None:
         self.data["status"] = status

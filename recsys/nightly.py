@@ -70,7 +70,7 @@ def run_nightly(spark: SparkSession, cfg: Config, ds: str, *, force: bool = Fals
         "evaluate": lambda resume: evaluate(spark, cfg, ds),
         "score": lambda resume: score(spark, cfg, ds, force=force),
     }
-    try:
+    with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "run.json"), data)):
         for number, step in enumerate(STEPS, 1):
             extra = input_signature(store, cfg) if step == "prepare" else None
             fp = fingerprint(step, cfg, upstream, extra)
@@ -100,10 +100,4 @@ def run_nightly(spark: SparkSession, cfg: Config, ds: str, *, force: bool = Fals
             m.data["timings_s"][step] = round(took, 3)
             upstream = fp
         m.data["outputs"] = {step: join(root, "runs", ds, f"{step}.json") for step in STEPS}
-        m.finish()
-    except BaseException as exc:
-        m.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        store.write_json(join(root, "runs", ds, "run.json"), m.data)
     return m

@@ -150,9 +150,14 @@ def test_a_killed_worker_fails_the_job(spark, snapshot, tmp_path, monkeypatch):
     cfg = fresh(snapshot, tmp_path, "train.epochs=2")
     monkeypatch.setenv("RECSYS_FAULT", "train_step:rank=1:step=2:exit")
     start = time.monotonic()
-    with pytest.raises(TrainingError, match="died without reporting an error"):
+    with pytest.raises(TrainingError, match="rank 1 died without reporting an error"):
         train(spark, cfg, DS, model="mf")
     assert time.monotonic() - start < 120
+    with pytest.raises(MissingInputError):  # nothing was published
+        load_artifact(cfg.paths.root, "mf")
+    monkeypatch.delenv("RECSYS_FAULT")
+    m = train(spark, cfg, DS, model="mf", resume=True)  # the re-run completes
+    assert m["status"] == "completed"
 
 
 def test_artifact_is_tensors_only_and_latest_points_to_it(spark, snapshot, tmp_path):

@@ -47,7 +47,7 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
     name = model or cfg.score.model or cfg.train.model
     root = resolve_root(cfg.paths.root)
     m = Manifest("evaluate", ds, to_dict(cfg))
-    try:
+    with m.recorded(lambda data: Storage(spark).write_json(join(root, "runs", ds, "evaluate.json"), data)):
         artifact = load_artifact(root, name)
         snap = snapshot_path(root, cfg.dataset, ds)
         if artifact.data["ds"] != ds or artifact.data["snapshot"] != snap:
@@ -119,11 +119,5 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
                              **{b: r.get("metrics", r) for b, r in results["baselines"].items()}}
         m.data["counts"] = {"users_evaluated": results["model"]["metrics"]["users"],
                             "items": n_items}
-        m.finish()
-    except BaseException as exc:
-        m.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        Storage(spark).write_json(join(root, "runs", ds, "evaluate.json"), m.data)
     return m
 

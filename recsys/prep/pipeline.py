@@ -65,19 +65,16 @@ def prepare(spark: SparkSession, cfg: Config, ds: str, *, now: datetime | None =
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
-    try:
-        _run(spark, cfg, m, staging, now)
-        with m.timed("publish"):
-            store.publish(staging, final)
+    with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "prepare.json"), data)):
+        try:
+            _run(spark, cfg, m, staging, now)
+            with m.timed("publish"):
+                store.publish(staging, final)
+        except BaseException:
+            store.delete(staging)  # never leave a half-written snapshot behind
+            raise
         m.data["outputs"] = {"snapshot": final,
                              **{name: join(final, name) for name in S.PREPARED_DATASETS}}
-        m.finish()
-    except BaseException as exc:
-        store.delete(staging)
-        m.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        store.write_json(join(root, "runs", ds, "prepare.json"), m.data)
     return m
 
 

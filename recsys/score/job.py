@@ -129,7 +129,7 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
     root = resolve_root(cfg.paths.root)
     m = Manifest("score", ds, to_dict(cfg))
     store = Storage(spark)
-    try:
+    with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "score.json"), data)):
         warehouse.check_table_name(s.table)
         artifact = load_artifact(root, name, version)
         snap = artifact.data["snapshot"]
@@ -173,10 +173,4 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         m.data["counts"] = {"users_scored": n_users, "users_by_source": by_source,
                             "rows_written": published["rows"], "model_version": artifact.version,
                             "users_per_s": round(n_users / max(elapsed, 1e-9), 1)}
-        m.finish()
-    except BaseException as exc:
-        m.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        store.write_json(join(root, "runs", ds, "score.json"), m.data)
     return m

@@ -114,7 +114,7 @@ def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None
     root = resolve_root(cfg.paths.root)
     m = Manifest("train", ds, to_dict(cfg))
     store = Storage(spark)
-    try:
+    with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "train.json"), data)):
         snap = check_snapshot(root, cfg.dataset, ds, t.num_processes)
         use_gpu = torch.cuda.is_available() if t.use_gpu is None else t.use_gpu
         run_dir = join(models_dir(root, name), "_runs", ds)
@@ -160,10 +160,4 @@ def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None
         m.data["counts"] = {"epochs": len(result["history"]), "train_rows": snap["rows"][S.TRAIN],
                             "samples_per_s": best["samples_per_s"], "workers": result["world"],
                             "device": result["device"]}
-        m.finish()
-    except BaseException as exc:
-        m.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        store.write_json(join(root, "runs", ds, "train.json"), m.data)
     return m
