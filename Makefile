@@ -1,20 +1,20 @@
 # Two commands do all set-up: `make demo` and `make test`. Both create .venv when needed and
-# install the project with the pinned versions of constraints.txt.
+# install the project with the pinned versions of .ci/constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DS ?= $(shell date -u +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check-java install bench-prepare bench-score bench-train clean
+.PHONY: demo nightly test check-java install bench-prepare bench-score bench-train test-airflow dist clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java is missing: install Java 17 (Spark 3.5 needs a JVM; e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c .ci/constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 install: check-java $(STAMP)
@@ -34,16 +34,16 @@ nightly: install
 
 # Not part of `make test`: prepare on 1M and 10M synthetic events (several minutes).
 bench-prepare: install
-	$(PY) benchmarks/bench_prepare.py --events 1000000 10000000
+	$(PY) tests/benchmarks/bench_prepare.py --events 1000000 10000000
 
 # Not part of `make test`: score 200k users x 20k items vs ALS recommendForAllUsers and torch.
 bench-score: install
-	$(PY) benchmarks/bench_score.py
+	$(PY) tests/benchmarks/bench_score.py
 
 # Not part of `make test`: training samples/s per model, data wait, Petastorm vs raw Parquet
 # (uses bench-prepare's 1M snapshot when there is one; several minutes).
 bench-train: install
-	$(PY) benchmarks/bench_train.py
+	$(PY) tests/benchmarks/bench_train.py
 
 clean:
 	rm -rf var .bench

@@ -104,9 +104,8 @@ def artifact(cfg, model: str = "mf", seed: int = 0, metrics: dict | None = None)
 
 
 def with_table(cfg, name, *overrides):
-    from dataclasses import replace
     from recsys.config import load_config
-    return load_config(None if False else CONF / "default.yaml",
+    return load_config(CONF / "default.yaml",
                        [f"paths.root={cfg.paths.root}", f"input.path={cfg.input.path}",
                         "input.format=csv", "dataset=toy", f"score.top_n={N}",
                         "score.gate.enabled=false",  # random weights: the gate is tested apart

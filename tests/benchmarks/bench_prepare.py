@@ -13,17 +13,14 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 
-import psutil
 
+from common import REPO, JobFailed, machine, run_job  # this folder is sys.path[0]
 from recsys.synth import SynthSpec, generate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DS = "2026-11-01"
 GOAL = 1.3
 STAGES = ("validate", "rejects", "clean", "index", "split", "write", "publish", "total")
@@ -44,16 +41,6 @@ def synth_log(n: int, workdir: str) -> dict:
     return {**meta, "path": out, "generated_s": round(time.perf_counter() - t, 1)}
 
 
-def rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_prepare(log_dir: str, root: str, driver_memory: str | None) -> dict:
     """Run the job in a fresh root; return wall seconds, peak RSS, summary and manifest."""
     shutil.rmtree(root, ignore_errors=True)
@@ -63,31 +50,14 @@ def run_prepare(log_dir: str, root: str, driver_memory: str | None) -> dict:
            "--set", f"input.path={log_dir}", "--set", f"paths.root={root}"]
     if driver_memory:
         cmd += ["--set", f"spark.driver_memory={driver_memory}"]
-    out_path, err_path = os.path.join(root, "stdout.log"), os.path.join(root, "stderr.log")
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        t = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err)
-        proc, peak = psutil.Process(child.pid), 0
-        while child.poll() is None:
-            peak = max(peak, rss(proc))
-            time.sleep(0.2)
-        wall = time.perf_counter() - t
-    with open(out_path) as f:
-        lines = f.read().strip().splitlines()
-    summary = json.loads(lines[-1]) if lines else {}
-    if child.returncode != 0 or summary.get("status") != "completed":
-        sys.exit(f"prepare failed (exit {child.returncode}): {summary.get('error')}; see {err_path}")
+    try:
+        run = run_job(cmd, os.path.join(root, "prepare"))
+    except JobFailed as exc:
+        sys.exit(f"prepare failed: {exc}")
     with open(os.path.join(root, "runs", DS, "prepare.json")) as f:
         manifest = json.load(f)
-    return {"wall_s": round(wall, 2), "peak_rss_gb": round(peak / 2**30, 2),
-            "counts": summary["counts"], "timings_s": manifest["timings_s"]}
-
-
-def machine() -> dict:
-    with open("/proc/cpuinfo") as f:
-        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    return {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "cpu": model, "python": platform.python_version()}
+    return {"wall_s": run["wall_s"], "peak_rss_gb": run["peak_rss_gb"],
+            "counts": run["summary"]["counts"], "timings_s": manifest["timings_s"]}
 
 
 def main() -> None:

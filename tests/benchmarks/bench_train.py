@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -23,13 +22,12 @@ import warnings
 import numpy as np
 import pyarrow.parquet as pq
 
-from bench_prepare import machine  # benchmarks/ is sys.path[0] when run as a script
+from common import REPO, JobFailed, machine, run_job  # this folder is sys.path[0] when run as a script
 from recsys import fsio
 from recsys.config import load_config
 from recsys.train.loop import COLUMNS
 from recsys.train.reader import open_shard, rebatch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(REPO, "conf", "synth.yaml")
 RECSYS = os.path.join(os.path.dirname(sys.executable), "recsys")
 MODELS = ("mf", "neumf", "two_tower")
@@ -37,22 +35,10 @@ GOAL = 0.10
 REPEATS = 3
 
 
-class JobFailed(RuntimeError):
-    pass
-
-
 def run(cmd: list[str], log_base: str) -> tuple[float, dict]:
-    """Run a recsys job; (wall seconds, its last-line JSON summary); JobFailed if it fails."""
-    with open(log_base + ".out", "w") as out, open(log_base + ".err", "w") as err:
-        t = time.perf_counter()
-        code = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=err).returncode
-        wall = time.perf_counter() - t
-    with open(log_base + ".out") as f:
-        lines = f.read().strip().splitlines()
-    summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    if code != 0 or summary.get("status") not in (None, "completed"):
-        raise JobFailed(f"exit {code}: {summary.get('error') or 'no summary'}; see {log_base}.err")
-    return wall, summary
+    """A recsys job: (wall seconds, its last-line JSON summary); JobFailed if it fails."""
+    job = run_job(cmd, log_base)
+    return job["wall_s"], job["summary"]
 
 
 def snapshot(root: str | None, dataset: str, ds: str, workdir: str) -> str:

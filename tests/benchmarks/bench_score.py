@@ -21,21 +21,19 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from common import REPO, JobFailed, machine, run_job  # this folder is sys.path[0]
 from recsys.artifacts import new_version, publish
 from recsys.config import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DS, DATASET, TRAIN_PER_USER = "2026-11-01", "bench", 10
 GOAL_ALS, GOAL_TORCH = 5.0, 0.5
 
@@ -109,39 +107,20 @@ def build_artifact(root: str, snap: str, rows: dict, rank: int, seed: int) -> tu
     return user, item
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_score(root: str, n_users: int, top_n: int) -> dict:
     """`recsys score` as a user runs it; wall time, peak RSS of its process tree, its counts."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "recsys"), "score", "--conf", "conf/default.yaml",
            "--ds", DS, "--set", f"paths.root={root}", "--set", f"dataset={DATASET}", "--set", "score.model=mf",
            "--set", f"score.top_n={top_n}", "--set", "input.path=unused"]
-    out_path, err_path = os.path.join(root, "score.stdout"), os.path.join(root, "score.stderr")
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        t = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err)
-        proc, peak = psutil.Process(child.pid), 0
-        while child.poll() is None:
-            peak = max(peak, tree_rss(proc))
-            time.sleep(0.2)
-        wall = time.perf_counter() - t
-    with open(out_path) as f:
-        lines = f.read().strip().splitlines()
-    summary = json.loads(lines[-1]) if lines else {}
-    if child.returncode != 0 or summary.get("status") != "completed":
-        sys.exit(f"score failed (exit {child.returncode}): {summary.get('error')}; see {err_path}")
+    try:
+        run = run_job(cmd, os.path.join(root, "score"))
+    except JobFailed as exc:
+        sys.exit(f"score failed: {exc}")
+    wall, summary = run["wall_s"], run["summary"]
     with open(os.path.join(root, "runs", DS, "score.json")) as f:
         timings = json.load(f)["timings_s"]
     c = summary["counts"]
-    return {"wall_s": round(wall, 2), "peak_rss_gb": round(peak / 2**30, 2), "users_per_s": c["users_per_s"],
+    return {"wall_s": wall, "peak_rss_gb": run["peak_rss_gb"], "users_per_s": c["users_per_s"],
             "users_per_s_wall": round(n_users / wall, 1), "rows_written": c["rows_written"],
             "users_scored": c["users_scored"], "timings_s": timings}
 
@@ -190,12 +169,6 @@ def bench_torch(user: torch.Tensor, item: torch.Tensor, top_n: int, batch: int =
     took = min(times)
     return {"seconds": round(took, 2), "users_per_s": round(user.shape[0] / took, 1), "threads": 2, "batch": batch,
             "passes_s": [round(x, 2) for x in times]}
-
-
-def machine() -> dict:
-    with open("/proc/cpuinfo") as f:
-        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    return {"cores": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "cpu": model}
 
 
 def prepare_root(root: str, users: int, items: int, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
