@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 
 install: check-java $(STAMP)
 
-test: install
+# tests/test_cluster.py submits the nightly run to a standalone Spark on 127.0.0.1 with dist/'s
+# packed environment, so the test run builds dist first (1-3 min from nothing, nothing when current).
+test: install dist
 	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 # The whole night on the bundled MovieLens-100k, then one user's top 10 read back from the table.
@@ -46,7 +48,7 @@ bench-train: install
 	$(PY) tests/benchmarks/bench_train.py
 
 clean:
-	rm -rf var .bench
+	rm -rf var .bench dist build
 
 # Airflow lives in a virtual environment of its own: apache-airflow-providers-apache-spark 6.x
 # pulls pyspark-client 4.x, which would install its own `pyspark` over the project's pyspark 3.5.
@@ -66,3 +68,50 @@ $(AIRFLOW_STAMP): .ci/airflow-constraints.txt
 # `python -m pytest`, which would put the repository on sys.path and so make recsys importable.
 test-airflow: $(AIRFLOW_STAMP)
 	$(AIRFLOW_VENV)/bin/pytest -q -p no:cacheprovider --noconftest -rs tests/test_dag.py
+
+# What spark-submit needs on a cluster (see "Running on a cluster" in the README):
+#   dist/recsys-<version>-py3-none-any.whl   the library
+#   dist/jobs/, dist/conf/                   the entry points and configurations to submit
+#   dist/recsys-env.tar.gz                   a packed Python environment (venv-pack) with recsys and
+#                                            its pinned dependencies, for --archives ...#environment
+# The environment is a virtual environment of its own (dist/.pack-venv) with recsys installed from
+# the wheel: venv-pack refuses editable installs such as the one in .venv. Its dependencies are
+# reinstalled only when pyproject.toml or .ci/constraints.txt change; a change under recsys/ rebuilds
+# the wheel and re-packs (about a minute). pyspark's jars are left out of the archive: on the
+# cluster the JVM side is the cluster's own Spark, the executors need only pyspark's Python code.
+VERSION := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml)
+WHEEL := dist/recsys-$(VERSION)-py3-none-any.whl
+PACK_VENV := dist/.pack-venv
+ENV_ARCHIVE := dist/recsys-env.tar.gz
+LIB_FILES := $(shell find recsys -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+VENV_PACK := venv-pack==0.2.0
+
+dist: $(WHEEL) $(ENV_ARCHIVE) dist/.copied
+	@ls -lh $(WHEEL) $(ENV_ARCHIVE)
+
+$(WHEEL): pyproject.toml $(LIB_FILES)
+	@mkdir -p dist
+	rm -rf build dist/recsys-*.whl
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf build
+	@test -f $@ || { echo "make: expected $@ (is the version in pyproject.toml $(VERSION)?)"; exit 1; }
+
+dist/.copied: $(shell find jobs conf -type f -not -path '*/__pycache__/*')
+	rm -rf dist/jobs dist/conf
+	cp -R jobs conf dist/
+	find dist/jobs dist/conf -name __pycache__ -prune -exec rm -rf {} +
+	@touch $@
+
+$(PACK_VENV)/.deps: pyproject.toml .ci/constraints.txt | $(WHEEL)
+	rm -rf $(PACK_VENV)
+	$(PYTHON) -m venv $(PACK_VENV)
+	$(PACK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PACK_VENV)/bin/python -m pip install --quiet -c .ci/constraints.txt $(WHEEL) '$(VENV_PACK)'
+	@touch $@
+
+$(ENV_ARCHIVE): $(WHEEL) $(PACK_VENV)/.deps
+	$(PACK_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall $(WHEEL)
+	$(PACK_VENV)/bin/venv-pack --quiet --force --prefix $(PACK_VENV) --format tar.gz \
+		--exclude 'lib/python*/site-packages/pyspark/jars/*' --output $@.part
+	chmod 644 $@.part
+	mv $@.part $@

@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # py4j logs its shutdown after the summary; under spark-submit stderr joins stdout, and the
+    # summary must stay the last line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     # Petastorm and pyarrow's legacy API warn on import; the pinned stack is deliberate.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)

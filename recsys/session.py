@@ -50,8 +50,14 @@ def build_session(cfg: Config) -> SparkSession:
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={base}",
         })
     settings.update(cfg.spark.conf)
+    submitted: set[str] = set()
+    if launched_by_spark_submit():  # what spark-submit was given (--conf, --name) wins
+        from pyspark import SparkConf, SparkContext
+        SparkContext._ensure_initialized()
+        submitted = {k for k, _ in SparkConf().getAll()}
     for key, value in settings.items():
-        builder = builder.config(key, value)
+        if key not in submitted:
+            builder = builder.config(key, value)
     if cfg.spark.hive:
         builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
