@@ -38,7 +38,7 @@ def bucket_code(col: Any, edges: list[float]) -> Any:
 
 
 def encode_side_table(df: DataFrame, side: SideTableConfig, key_out: str,
-                      ref_ts: Any) -> tuple[DataFrame, dict[str, Any]]:
+                      ref_ts: int) -> tuple[DataFrame, dict[str, Any]]:
     """Encode the configured attributes of a side table; one row per id (first row wins)."""
     wanted = {"key": side.key, **{f"categorical[{c}]": c for c in side.categorical},
               **{f"numeric[{c}]": c for c in side.numeric},
@@ -74,7 +74,7 @@ def encode_side_table(df: DataFrame, side: SideTableConfig, key_out: str,
     return df.select(*out), meta
 
 
-def _activity(train: DataFrame, idx: str, ref_ts: Any, count_name: str) -> DataFrame:
+def _activity(train: DataFrame, idx: str, ref_ts: int, count_name: str) -> DataFrame:
     # A log without a value column still gets the column (all null), so the schema is stable.
     value = F.col(S.VALUE) if S.VALUE in train.columns else F.lit(None).cast("float")
     return train.groupBy(idx).agg(
@@ -89,7 +89,7 @@ def _activity(train: DataFrame, idx: str, ref_ts: Any, count_name: str) -> DataF
 
 def entity_features(train: DataFrame, index: DataFrame, side: DataFrame | None,
                     side_meta: dict[str, Any] | None, *, key: str, idx: str,
-                    count_name: str, ref_ts: Any) -> tuple[DataFrame, dict[str, Any]]:
+                    count_name: str, ref_ts: int) -> tuple[DataFrame, dict[str, Any]]:
     """Features for every indexed user (or item), with or without training history.
 
     `count_name` is `n_train` for users and `popularity` for items; entities with no history
