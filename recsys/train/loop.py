@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -225,7 +224,3 @@ def _epoch(ctx: D.DistContext, net, opt, loss_fn, sampler: NegativeSampler,
         "seconds": max(p["elapsed"] for p in per_rank),
     }
 
-
-def worker_spec(t: TrainConfig) -> dict[str, Any]:
-    """The TrainConfig as the plain dict workers receive."""
-    return asdict(t)
