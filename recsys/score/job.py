@@ -22,7 +22,7 @@ from recsys.manifest import Manifest
 from recsys.prep.index import fingerprint
 from recsys.score import gate
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_partition
-from recsys.score.topn import cap_per_category
+from recsys.score.topn import CAP_HEADROOM, cap_per_category
 from recsys.sources import read_source
 from recsys.storage import Storage, join, resolve_root
 from recsys import warehouse
@@ -81,7 +81,8 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) 
     order = np.lexsort((np.arange(n_items), -popularity))
     if blocked is not None:
         order = order[~blocked[order]]
-    pop_items, pop_scores = order[: max(s.top_n * 4, s.top_n)], popularity[order[: max(s.top_n * 4, s.top_n)]]
+    pop_items = order[: CAP_HEADROOM * s.top_n]
+    pop_scores = popularity[pop_items]
     if category is not None:
         it, sc = cap_per_category(torch.as_tensor(pop_items)[None], torch.as_tensor(pop_scores)[None],
                                   torch.as_tensor(category), s.max_per_category, s.top_n)

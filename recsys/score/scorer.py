@@ -17,7 +17,7 @@ import torch
 
 from recsys import faults
 from recsys.models import build_model
-from recsys.score.topn import cap_per_category, exclude_, take_ragged, top_n
+from recsys.score.topn import CAP_HEADROOM, cap_per_category, exclude_, take_ragged, top_n
 
 OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
 SOURCES = ("model", "features", "popular")
@@ -69,7 +69,7 @@ class Scorer:
         """Top-N item_idx and scores [B, N] for users [B]; -inf marks a missing tail."""
         p = self.plan
         u = torch.as_tensor(users, dtype=torch.long)
-        want = p.top_n if self.category is None else min(len(p.item_ids), 4 * p.top_n)
+        want = p.top_n if self.category is None else min(len(p.item_ids), CAP_HEADROOM * p.top_n)
         if self.model.factorised:
             scores = self.model.user_vectors(u) @ self.item_vectors.T
             items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)

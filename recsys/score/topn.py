@@ -9,6 +9,9 @@ import torch
 from torch import Tensor
 
 NEG_INF = float("-inf")
+# With a per-category cap, this many times N candidates are ranked before the cap is applied,
+# so skipping over-represented categories still leaves N items.
+CAP_HEADROOM = 4
 
 
 def ragged_mask(offsets: np.ndarray, items: np.ndarray, n_items: int) -> Tensor:
