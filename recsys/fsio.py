@@ -9,12 +9,22 @@ from __future__ import annotations
 import os
 import uuid
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+# Hadoop's names for the S3 connector; pyarrow's S3 filesystem reads the same buckets.
+_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 
 
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a plain path or a URI."""
-    if "://" in path:
+    """(filesystem, path inside it) for a plain path or a URI, including the forms the JVM
+    prints (`file:/a/b`, `s3a://bucket/key`)."""
+    scheme = path.split(":", 1)[0] if ":" in path else ""
+    if scheme in _SCHEMES:
+        path = _SCHEMES[scheme] + path[len(scheme):]
+    if "://" in path or scheme == "file":
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
@@ -45,6 +55,12 @@ def listdir(path: str) -> list[str]:
     if fs.get_file_info(p).type == pafs.FileType.NotFound:
         return []
     return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(p)))
+
+
+def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file or folder (Spark's `_SUCCESS` and other `_`/`.` names skipped)."""
+    fs, p = resolve(path)
+    return pq.read_table(p, columns=columns, filesystem=fs)
 
 
 def read_bytes(path: str) -> bytes:

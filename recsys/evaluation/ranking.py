@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
@@ -27,8 +26,7 @@ ScoreFn = Callable[[Tensor], Tensor]  # users [B] -> scores [B, n_items]
 
 def read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(user_idx, item_idx) of a prepared dataset, as int64 arrays."""
-    fs, where = fsio.resolve(path)
-    table = pq.read_table(where, columns=[S.USER_IDX, S.ITEM_IDX], filesystem=fs)
+    table = fsio.read_table(path, columns=[S.USER_IDX, S.ITEM_IDX])
     return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
             table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
 

@@ -10,12 +10,11 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from recsys import schema as S
-from recsys.fsio import read_bytes, resolve
+from recsys.fsio import read_bytes, read_table
 
 
 @dataclass
@@ -46,8 +45,7 @@ class FeatureTable:
 def load_features(path: str, idx: str, count_column: str) -> FeatureTable:
     """Read `users` or `items` of a snapshot; rows are ordered by the dense id."""
     meta = json.loads(read_bytes(f"{path}/{S.FEATURES_META}"))
-    fs, where = resolve(path)
-    table = pq.read_table(where, filesystem=fs).to_pandas()
+    table = read_table(path).to_pandas()
     table = table.sort_values(idx).reset_index(drop=True)
     if not (table[idx].to_numpy() == np.arange(len(table))).all():
         raise ValueError(f"{path}: {idx} is not the dense range 0..{len(table) - 1}")
