@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from recsys.storage import Storage, join
 log = logging.getLogger("recsys.warehouse")
 COLUMNS = ("user_id string, item_id string, rank int, score float, source string, "
            "model_version string, ds string")
+COLUMN_NAMES = [c.split()[0] for c in COLUMNS.split(", ") if not c.startswith("ds ")]
 VERSIONS = "_versions"
 
 
@@ -58,7 +60,7 @@ def partitions(spark: SparkSession, table: str) -> list[str]:
 def published_version(spark: SparkSession, table: str) -> str | None:
     """The model version behind the newest partition of `table`, if it has one."""
     db, name = check_table_name(table).split(".")
-    if not spark.catalog.tableExists(name, db):
+    if not spark.catalog.tableExists(f"{db}.{name}"):
         return None
     parts = partitions(spark, table)
     if not parts:
@@ -67,8 +69,18 @@ def published_version(spark: SparkSession, table: str) -> str | None:
     return row[0] if row else None
 
 
-def publish_partition(spark: SparkSession, table: str, ds: str, rows: DataFrame) -> dict[str, Any]:
-    """Write `rows` (the table's columns but ds) and make them partition `ds`, atomically."""
+@dataclass
+class Staged:
+    """A run directory for partition `ds`, not referenced by the table until committed."""
+    table: str
+    ds: str
+    location: str
+    previous: str | None  # the partition's current location, if it has one
+
+
+def stage_partition(spark: SparkSession, table: str, ds: str) -> Staged:
+    """Create the table if needed, remove what failed runs of this ds left, pick a new run
+    directory (`<table>/_versions/ds=<ds>/<run>`)."""
     _check_ds(ds)
     ensure_table(spark, table)
     store = Storage(spark)
@@ -78,19 +90,29 @@ def publish_partition(spark: SparkSession, table: str, ds: str, rows: DataFrame)
         path = join(base, leftover)
         if previous is None or _norm(previous) != _norm(path):
             store.delete(path)
-    target = join(base, uuid.uuid4().hex[:12])
-    columns = [c.split()[0] for c in COLUMNS.split(", ") if not c.startswith("ds ")]
-    rows.select(*columns).write.mode("error").parquet(target)
-    written = spark.read.parquet(target).count()
+    return Staged(table, ds, join(base, uuid.uuid4().hex[:12]), previous)
+
+
+def commit_partition(spark: SparkSession, staged: Staged, rows: int) -> dict[str, Any]:
+    """Point partition `ds` at the complete run directory, in one metastore operation."""
+    table, ds, target, previous = staged.table, staged.ds, staged.location, staged.previous
     if previous is None:
         spark.sql(f"ALTER TABLE {table} ADD PARTITION (ds='{ds}') LOCATION '{target}'")
     else:
         spark.sql(f"ALTER TABLE {table} PARTITION (ds='{ds}') SET LOCATION '{target}'")
         if f"/{VERSIONS}/" in previous:  # ours: nothing references it any more
-            store.delete(previous)
+            Storage(spark).delete(previous)
     spark.sql(f"REFRESH TABLE {table}")
-    log.info("published %s partition ds=%s: %d rows at %s", table, ds, written, target)
-    return {"rows": written, "location": target, "replaced": previous}
+    log.info("published %s partition ds=%s: %d rows at %s", table, ds, rows, target)
+    return {"rows": rows, "location": target, "replaced": previous}
+
+
+def publish_partition(spark: SparkSession, table: str, ds: str, rows: DataFrame) -> dict[str, Any]:
+    """Write `rows` (the table's columns but ds) with Spark's writer and make them partition
+    `ds`, atomically."""
+    staged = stage_partition(spark, table, ds)
+    rows.select(*COLUMN_NAMES).write.mode("error").parquet(staged.location)
+    return commit_partition(spark, staged, spark.read.parquet(staged.location).count())
 
 
 def drop_expired(spark: SparkSession, table: str, ds: str, retention_days: int) -> list[str]:
