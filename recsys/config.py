@@ -186,6 +186,9 @@ class ScoreConfig:
     max_per_category: int | None = None  # ... and at most this many items of one value each
     candidates: int = 400  # two-stage models: candidates re-ranked per user (at least top_n)
     batch_cells: int = 8_000_000  # users x items scored at once (memory per Python worker)
+    # arrow: the Python workers write the Parquet files (fast; the table location must be one
+    # pyarrow opens: local, hdfs://, s3://, s3a://, gs://); spark: Spark's writer (any Hadoop FS)
+    writer: str = "arrow"
     gate: GateConfig = field(default_factory=GateConfig)
 
 
@@ -222,6 +225,7 @@ class Config:
         if not TABLE_NAME.match(self.score.table):
             raise ConfigError(f"score.table must be a plain db.table identifier, got "
                               f"{self.score.table!r}")
+        _one_of("score.writer", self.score.writer, ("arrow", "spark"))
         if self.score.top_n < 1:
             raise ConfigError("score.top_n must be at least 1")
         if (self.score.category_column is None) != (self.score.max_per_category is None):

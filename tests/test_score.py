@@ -20,7 +20,9 @@ from recsys.models.features import load_features
 from recsys.prep.pipeline import prepare, snapshot_path
 from recsys.score.gate import GateError
 from recsys.score.job import score
-from recsys.score.topn import cap_per_category, ragged_mask, top_n
+from recsys.score import writer
+from recsys.score.topn import cap_per_category, group_ragged, ragged_mask, top_n
+from recsys.storage import Storage
 
 from conftest import CONF, NOW, make_config, write_csv
 
@@ -53,6 +55,39 @@ def test_category_cap_keeps_score_order():
     assert got.tolist() == [[4, 1, 5]] and vals.tolist() == [[9.0, 8.0, 4.0]]
     got, _ = cap_per_category(items, scores, category, cap=2, n=4)
     assert got.tolist() == [[4, 1, 3, 0]]
+
+
+def test_group_ragged_gives_each_key_its_values_in_key_order():
+    pair_keys = np.array([5, 1, 5, 9, 1, 5])
+    pair_values = np.array([50, 10, 51, 90, 11, 52])
+    offsets, flat = group_ragged(np.array([9, 7, 1, 5]), pair_keys, pair_values)
+    runs = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    assert runs == [[90], [], [10, 11], [50, 51, 52]]  # 7 has no pairs
+
+
+def test_the_arrow_writer_refuses_a_location_pyarrow_cannot_open():
+    writer.check_reachable("file:/tmp/table")  # the form the metastore prints
+    with pytest.raises(ConfigError, match=r"cannot open the table location abfss://.*set score.writer: spark"):
+        writer.check_reachable("abfss://box@account.dfs.core.windows.net/warehouse/t")
+
+
+def test_commit_publishes_only_the_accepted_attempts(spark, tmp_path):
+    run = tmp_path / "run"
+    attempts = run / writer.ATTEMPTS
+    attempts.mkdir(parents=True)
+    for name in ("part-00000-7.parquet", "part-00001-8.parquet", "part-00001-5.parquet"):
+        (attempts / name).write_bytes(name.encode())  # -5: a failed first attempt of task 1
+    summaries = [{"file": "part-00000-7.parquet", "part": 0, "rows": 3, "users_model": 1,
+                  "users_features": 0, "users_popular": 0},
+                 {"file": "part-00001-8.parquet", "part": 1, "rows": 4, "users_model": 1,
+                  "users_features": 0, "users_popular": 1}]
+    got = writer.commit_files(Storage(spark), str(run), summaries)
+    assert got == {"files": 2, "rows": 7, "users_by_source": {"model": 2, "popular": 1}}
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
+        ["part-00000.parquet", "part-00001.parquet"]
+    assert (run / "part-00001.parquet").read_bytes() == b"part-00001-8.parquet"
+    with pytest.raises(RuntimeError, match="two accepted attempts for one task"):
+        writer.commit_files(Storage(spark), str(run), summaries + summaries[1:])
 
 
 # --- the job ---------------------------------------------------------------------------------
@@ -158,6 +193,19 @@ def test_exact_top_n_seen_excluded_and_cold_users_get_popular(spark, snapshot):
     assert m["counts"]["rows_written"] == len(got) == 14 * N
 
 
+def test_spark_writer_publishes_the_same_table(spark, snapshot):
+    artifact(snapshot, "mf")
+    m = score(spark, with_table(snapshot, "by_arrow"), DS)
+    n = score(spark, with_table(snapshot, "by_spark", "score.writer=spark"), DS)
+    key = ["user_id", "rank"]
+    a = table(spark, "by_arrow").sort_values(key).reset_index(drop=True)
+    b = table(spark, "by_spark").sort_values(key).reset_index(drop=True)
+    assert len(a) == 14 * N and a.equals(b)
+    assert m["counts"]["users_by_source"] == n["counts"]["users_by_source"] == {"model": 12, "popular": 2}
+    files = [p.name for p in Path(m["outputs"]["location"].replace("file:", "")).iterdir()]
+    assert sorted(files) == [f"part-{i:05d}.parquet" for i in range(len(files))]  # no _attempts left
+
+
 def test_two_tower_scores_cold_users_from_features(spark, snapshot):
     artifact(snapshot, "two_tower")
     cfg = with_table(snapshot, "towers", "score.model=two_tower")
@@ -206,6 +254,9 @@ def test_rerun_replaces_the_partition_and_a_failed_run_leaves_it(spark, snapshot
     artifact(snapshot, "mf", seed=1)  # a new latest model, then a run that dies mid-write
     monkeypatch.setenv("RECSYS_FAULT", "score_batch")
     with pytest.raises(Exception, match="injected fault at score_batch"):
+        score(spark, cfg, DS)
+    monkeypatch.setenv("RECSYS_FAULT", "write_file")  # dies with a file half-written (no footer)
+    with pytest.raises(Exception, match="injected fault at write_file"):
         score(spark, cfg, DS)
     monkeypatch.delenv("RECSYS_FAULT")
     after = table(spark, "atomic").sort_values(["user_id", "rank"]).reset_index(drop=True)

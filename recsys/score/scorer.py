@@ -1,27 +1,40 @@
 """What runs on the executors: rebuild the broadcast model once per Python worker, then turn
-batches of users into ranked rows with one matrix product and one top-k per batch.
+the users of a partition into ranked rows with one matrix product and one top-k per batch.
 
-Input batches (Arrow): `user_id`, `user_idx`, `seen` (list of item_idx to exclude), `source`
-(`model`, `features` or `popular`). Output batches: the table's columns but `ds`.
+Input (Arrow, all rows of one user in one partition): one row per user to score (`user_idx`,
+`user_id`, `source`: `model`, `features` or `popular`; `item_idx` null) and one per item in a
+user's history (`user_idx`, `item_idx`), which are never recommended to that user. The ranked
+rows either go back to Spark's writer (`score_partition`) or are written by the worker itself
+(`score_and_write`, see writer.py).
 """
 from __future__ import annotations
 
 import io
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from recsys import faults
 from recsys.models import build_model
-from recsys.score.topn import CAP_HEADROOM, cap_per_category, exclude_, take_ragged, top_n
+from recsys.score import writer
+from recsys.score.topn import CAP_HEADROOM, cap_per_category, exclude_, group_ragged, take_ragged, top_n
 
 OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
-SOURCES = ("model", "features", "popular")
+SOURCES = writer.SOURCES
 POPULAR = "popular"
+
+
+class Ranked(NamedTuple):
+    """One batch of output: `users` users of one `source`, their rows
+    (`user_id`, `item_id`, `rank`, `score`) in user then rank order."""
+    source: str
+    users: int
+    rows: pa.RecordBatch
 
 
 @dataclass
@@ -63,6 +76,9 @@ class Scorer:
                         if plan.blocked is not None else None)
         self.category = torch.as_tensor(plan.category) if plan.category is not None else None
         self.rows_per_batch = max(1, plan.batch_cells // max(1, len(plan.item_ids)))
+        # One score block, reused: a fresh [batch, n_items] block per batch fragments the heap
+        # around the small arrays kept for the Parquet writer (workers grew to 5 GB at 100k items).
+        self.block = torch.empty(self.rows_per_batch, len(plan.item_ids))
 
     @torch.no_grad()
     def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +86,12 @@ class Scorer:
         p = self.plan
         u = torch.as_tensor(users, dtype=torch.long)
         want = p.top_n if self.category is None else min(len(p.item_ids), CAP_HEADROOM * p.top_n)
+        block = self.block[:len(u)]
         if self.model.factorised:
-            scores = self.model.user_vectors(u) @ self.item_vectors.T
+            scores = torch.mm(self.model.user_vectors(u), self.item_vectors.T, out=block)
             items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
         else:  # two stages: factorised candidates, then the full model on those alone
-            scores = self.model.candidate_user_vectors(u) @ self.item_vectors.T
+            scores = torch.mm(self.model.candidate_user_vectors(u), self.item_vectors.T, out=block)
             cand, cand_scores = top_n(exclude_(scores, offsets, seen, self.blocked), None,
                                       max(want, p.candidates))
             full = self.model.score(u, cand).masked_fill(~torch.isfinite(cand_scores), float("-inf"))
@@ -86,26 +103,20 @@ class Scorer:
         return items[:, :p.top_n].numpy(), values[:, :p.top_n].numpy()
 
     def to_rows(self, user_ids: pa.Array, items: np.ndarray, scores: np.ndarray,
-                source: str) -> pa.RecordBatch:
+                source: str) -> Ranked:
         valid = np.isfinite(scores)
         counts = valid.sum(1)
         ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)
-        # `source` travels as a small code and the model version not at all: the JVM adds
-        # both as constants, which is far cheaper than 100 strings per user through Arrow.
-        return pa.RecordBatch.from_arrays([
+        return Ranked(source, len(counts), pa.RecordBatch.from_arrays([
             user_ids.take(pa.array(np.repeat(np.arange(len(counts)), counts))),
             self.item_ids.take(pa.array(items[valid])),
             pa.array(ranks[valid]), pa.array(scores[valid].astype(np.float32)),
-            pa.array(np.full(int(counts.sum()), SOURCES.index(source), dtype=np.int8)),
-        ], names=["user_id", "item_id", "rank", "score", "source_code"])
+        ], names=["user_id", "item_id", "rank", "score"]))
 
-    def score_batch(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-        user_ids = batch.column("user_id")
-        users = batch.column("user_idx").to_numpy()
-        seen = batch.column("seen")
-        sources = batch.column("source").to_numpy(zero_copy_only=False)
-        offsets = seen.offsets.to_numpy()
-        flat = seen.values.to_numpy()
+    def score_users(self, user_ids: pa.Array, users: np.ndarray, sources: np.ndarray,
+                    offsets: np.ndarray, seen: np.ndarray) -> Iterator[Ranked]:
+        """Rank `users` (with their ids and sources) excluding each one's `seen` items, a
+        ragged array cut at `offsets`; popular users share one list."""
         popular = sources == POPULAR
         if popular.any():
             idx = np.flatnonzero(popular)
@@ -117,22 +128,57 @@ class Scorer:
             idx = np.flatnonzero(sources == source)
             for start in range(0, len(idx), self.rows_per_batch):
                 part = idx[start:start + self.rows_per_batch]
-                sub_offsets, sub_seen = take_ragged(offsets, flat, part)
+                sub_offsets, sub_seen = take_ragged(offsets, seen, part)
                 items, scores = self.rank(users[part], sub_offsets, sub_seen)
                 yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source))
                 faults.maybe_fail("score_batch", self.plan.fault)
 
 
+def split_input(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A partition's rows -> user ids, user_idx, sources, and each user's seen items (offsets,
+    flat), the arguments of `Scorer.score_users`."""
+    is_user = table.column("item_idx").is_null()
+    users = table.filter(is_user)
+    history = table.filter(pc.invert(is_user))
+    user_idx = users.column("user_idx").to_numpy()
+    offsets, seen = group_ragged(user_idx, history.column("user_idx").to_numpy(),
+                                 history.column("item_idx").to_numpy())
+    return (users.column("user_id").combine_chunks(), user_idx,
+            users.column("source").to_numpy(zero_copy_only=False), offsets, seen)
+
+
 _SCORERS: dict[str, Scorer] = {}
 
 
-def score_partition(plan_broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """The mapInArrow function: one Scorer per Python worker and broadcast (Spark reuses
-    workers across jobs, and two artifacts may share a version string)."""
-    plan: Plan = plan_broadcast.value
+def _scorer(plan: Plan) -> Scorer:
+    """One Scorer per Python worker and score run (Spark reuses workers across jobs, and two
+    artifacts may share a version string)."""
     scorer = _SCORERS.get(plan.run_id)
     if scorer is None:
         _SCORERS.clear()
         scorer = _SCORERS[plan.run_id] = Scorer(plan)
-    for batch in batches:
-        yield from scorer.score_batch(batch)
+    return scorer
+
+
+def _ranked(plan: Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[Ranked]:
+    """The whole partition is read first: a user's history rows may come after the user's."""
+    batches = list(batches)
+    if not batches:
+        return
+    yield from _scorer(plan).score_users(*split_input(pa.Table.from_batches(batches)))
+
+
+def score_partition(plan_broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow for Spark's writer: the ranked rows with a `source_code` column (the JVM
+    turns the code and the model version into constants, far cheaper than strings per row)."""
+    for source, _, rows in _ranked(plan_broadcast.value, batches):
+        code = pa.array(np.full(rows.num_rows, SOURCES.index(source), dtype=np.int8))
+        yield pa.RecordBatch.from_arrays([*rows.columns, code], names=[*rows.schema.names, "source_code"])
+
+
+def score_and_write(plan_broadcast: Any, directory: str,
+                    batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow that writes the ranked rows itself: one Parquet file per task attempt
+    under `directory`, one summary row back (writer.SUMMARY_SCHEMA)."""
+    plan: Plan = plan_broadcast.value
+    yield from writer.write_task(directory, _ranked(plan, batches), plan.version, plan.fault)

@@ -25,8 +25,21 @@ def ragged_mask(offsets: np.ndarray, items: np.ndarray, n_items: int) -> Tensor:
 
 def take_ragged(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows `rows` of a ragged array (flat values cut at offsets) as a new ragged array."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return _runs(flat, offsets[rows], offsets[rows + 1] - offsets[rows])
+
+
+def group_ragged(keys: np.ndarray, pair_keys: np.ndarray, pair_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values paired with each of `keys` (e.g. each user's items, from unsorted
+    (user, item) pairs) as a ragged array in the order of `keys`; absent keys get none."""
+    order = np.argsort(pair_keys, kind="stable")
+    sorted_keys = pair_keys[order]
+    starts = np.searchsorted(sorted_keys, keys, "left")
+    return _runs(pair_values[order], starts, np.searchsorted(sorted_keys, keys, "right") - starts)
+
+
+def _runs(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs flat[starts[i]:starts[i] + lengths[i]], concatenated, with their offsets."""
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     positions = np.arange(new_offsets[-1]) + np.repeat(starts - new_offsets[:-1], lengths)
     return new_offsets, flat[positions]
 
