@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DS ?= $(shell date -u +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo nightly test check-java install bench-prepare bench-score bench-train test-airflow dist clean
+.PHONY: demo nightly test check-java install bench-prepare bench-score bench-score-large bench-train test-airflow dist clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java is missing: install Java 17 (Spark 3.5 needs a JVM; e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -41,6 +41,11 @@ bench-prepare: install
 # Not part of `make test`: score 200k users x 20k items vs ALS recommendForAllUsers and torch.
 bench-score: install
 	$(PY) tests/benchmarks/bench_score.py
+
+# Not part of `make test`: the score job alone at 1M users x 100k items (about 10 minutes):
+# peak memory, and cost per user x item against bench-score's last run.
+bench-score-large: install
+	$(PY) tests/benchmarks/bench_score.py --large
 
 # Not part of `make test`: training samples/s per model, data wait, Petastorm vs raw Parquet
 # (uses bench-prepare's 1M snapshot when there is one; several minutes).
