@@ -40,6 +40,10 @@ class Manifest:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
+    def elapsed(self) -> float:
+        """Seconds since the job started."""
+        return time.perf_counter() - self._t0
+
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         t = time.perf_counter()
@@ -69,7 +73,7 @@ class Manifest:
         if error:
             self.data["error"] = error
         self.data["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.data["timings_s"]["total"] = round(time.perf_counter() - self._t0, 3)
+        self.data["timings_s"]["total"] = round(self.elapsed(), 3)
 
     def summary(self) -> dict[str, Any]:
         keep = ("step", "ds", "status", "error", "outputs", "counts", "metrics")

@@ -236,6 +236,16 @@ def test_business_rules(spark, snapshot, tmp_path):
     assert (got.groupby("user_id")["rank"].max() <= N).all()
 
 
+def test_allow_list_limits_recommendations_to_its_items(spark, snapshot, tmp_path):
+    artifact(snapshot, "mf")
+    allowed = [f"i{i}" for i in range(3, 10)] + ["not-in-the-catalogue"]
+    allow = write_csv(tmp_path / "allow.csv", "item_id", allowed)
+    score(spark, with_table(snapshot, "allowed", f"score.allow_items={{path: {allow}, format: csv}}"), DS)
+    got = table(spark, "allowed")
+    assert set(got.item_id) <= set(allowed[:-1])
+    assert len(got[got.source == "popular"]) == 2 * N  # the popular list is filtered too, and long enough
+
+
 def test_rerun_replaces_the_partition_and_a_failed_run_leaves_it(spark, snapshot, monkeypatch):
     artifact(snapshot, "mf")
     cfg = with_table(snapshot, "atomic", "score.retention_days=4")

@@ -6,10 +6,10 @@ no longer match the snapshot's, a table name that is not a plain `db.table`.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -41,24 +41,23 @@ def check_id_maps(spark: SparkSession, artifact: Artifact) -> None:
             raise SnapshotError(f"model {artifact.version}: its id map {path} is gone "
                                 f"(snapshot ds={data['ds']} deleted?): re-train")
         expected = data.get("fingerprints", {}).get(name)
+        if expected is None:  # an artifact from before digests were recorded: nothing to compare
+            continue
         found = fingerprint(spark.read.parquet(path), key, idx)
-        if expected is not None and found != expected:
+        if found != expected:
             raise SnapshotError(
                 f"model {artifact.version} does not match the data: {path} has changed since "
                 f"training (id map digest {found}, the model was trained on {expected}); "
                 f"re-train on the current snapshot")
 
 
-def _item_list(spark: SparkSession, cfg: ItemListConfig, item_index: DataFrame, n_items: int,
-               what: str) -> np.ndarray:
+def _item_list(spark: SparkSession, cfg: ItemListConfig, item_ids: pd.Series, what: str) -> np.ndarray:
+    """[n_items] bool: the catalogue items (`item_ids`, in item_idx order) the list names."""
     df = read_source(spark, cfg, all_strings=False, what=what)
     if cfg.column not in df.columns:
         raise MissingColumnError(f"{what}: column {cfg.column!r} is missing; it has {', '.join(df.columns)}")
-    ids = df.select(F.col(cfg.column).cast("string").alias(S.ITEM_ID)).distinct()
-    idx = [r[0] for r in ids.join(item_index, S.ITEM_ID).select(S.ITEM_IDX).collect()]
-    mask = np.zeros(n_items, dtype=bool)
-    mask[idx] = True
-    return mask
+    listed = [r[0] for r in df.select(F.col(cfg.column).cast("string")).distinct().collect()]
+    return item_ids.isin(listed).to_numpy()
 
 
 def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) -> Plan:
@@ -67,12 +66,11 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) 
     # Small tables, read on the driver with pyarrow: a Spark job each would cost more.
     items = fsio.read_table(join(snap, S.ITEMS)).to_pandas().sort_values(S.ITEM_IDX)
     index = fsio.read_table(join(snap, S.ITEM_INDEX), [S.ITEM_ID, S.ITEM_IDX]).to_pandas()
-    item_ids = index.sort_values(S.ITEM_IDX)[S.ITEM_ID].tolist()
+    item_ids = index.sort_values(S.ITEM_IDX)[S.ITEM_ID].reset_index(drop=True)
     blocked = None
     for key, rule in (("allow_items", s.allow_items), ("block_items", s.block_items)):
         if rule is not None:
-            listed = _item_list(spark, rule, spark.read.parquet(join(snap, S.ITEM_INDEX)), n_items,
-                                f"score.{key}")
+            listed = _item_list(spark, rule, item_ids, f"score.{key}")
             mask = ~listed if key == "allow_items" else listed
             blocked = mask if blocked is None else blocked | mask
     category = None
@@ -94,7 +92,7 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) 
     keep = np.isfinite(pop_scores[: s.top_n])
     return Plan(
         version=artifact.version, model=artifact.config["model"],
-        weights=fsio.read_bytes(join(artifact.path, WEIGHTS)), item_ids=item_ids,
+        weights=fsio.read_bytes(join(artifact.path, WEIGHTS)), item_ids=item_ids.tolist(),
         top_n=s.top_n, candidates=max(s.candidates, s.top_n), blocked=blocked, category=category,
         cap=s.max_per_category, popular=pop_items[: s.top_n][keep],
         popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells)
@@ -141,11 +139,11 @@ def write_with_arrow(spark: SparkSession, cfg: Config, ds: str, users: DataFrame
                      artifact: Artifact) -> tuple[dict, dict]:
     """The Python workers write the files; then commit them and the partition."""
     staged = warehouse.stage_partition(spark, cfg.score.table, ds)
-    writer.check_reachable(staged.location)
     directory = staged.location
+    writer.check_reachable(directory)
     summaries = [r.asDict() for r in users.mapInArrow(
         lambda batches: score_and_write(bc, directory, batches), writer.SUMMARY_SCHEMA).collect()]
-    files = writer.commit_files(Storage(spark), staged.location, summaries)
+    files = writer.commit_files(Storage(spark), directory, summaries)
     return warehouse.commit_partition(spark, staged, files["rows"]), files["users_by_source"]
 
 
@@ -168,7 +166,6 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
           force: bool = False) -> Manifest:
     """Score users with the artifact `version` (default: latest) and publish partition `ds`,
     if it passes the publish gate (or `force`)."""
-    job_started = time.perf_counter()
     s = cfg.score
     name = s.model or cfg.train.model
     root = resolve_root(cfg.paths.root)
@@ -198,13 +195,11 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
                                 rows.get(S.TRAIN, 0) + rows.get(S.VALID, 0))
             users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts)
         with m.timed("score_and_write"):
-            started = time.perf_counter()
             bc = spark.sparkContext.broadcast(plan)
             write = write_with_arrow if s.writer == "arrow" else write_with_spark
             published, by_source = write(spark, cfg, ds, users, bc, artifact)
-            elapsed = time.perf_counter() - started
             bc.unpersist()
-            n_users = sum(by_source.values())
+        n_users = sum(by_source.values())
         with m.timed("retention"):
             dropped = warehouse.drop_expired(spark, s.table, ds, s.retention_days)
         m.data["outputs"] = {"table": s.table, "partition": f"ds={ds}", "location": published["location"],
@@ -212,6 +207,6 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         m.data["counts"] = {"users_scored": n_users, "users_by_source": by_source,
                             "rows_written": published["rows"], "model_version": artifact.version,
                             # the whole job (checks, plan, publish) and its scoring + writing stage
-                            "users_per_s": round(n_users / (time.perf_counter() - job_started), 1),
-                            "users_per_s_scoring": round(n_users / max(elapsed, 1e-9), 1)}
+                            "users_per_s": round(n_users / m.elapsed(), 1),
+                            "users_per_s_scoring": round(n_users / max(m["timings_s"]["score_and_write"], 1e-9), 1)}
     return m
