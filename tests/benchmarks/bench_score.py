@@ -87,9 +87,31 @@ def build_snapshot(root: str, n_users: int, n_items: int, rng: np.random.Generat
     return snap, rows
 
 
+def local_spark():
+    """A local session for the untimed Spark work of the benchmark (id-map digests, ALS)."""
+    from pyspark.sql import SparkSession
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master("local[*]").appName("bench-score").config("spark.driver.memory", "4g")
+             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.showConsoleProgress", "false")
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def id_map_digests(snap: str) -> dict:
+    """The id-map digests train records, so the score job's check compares them as it does
+    for a trained model."""
+    from recsys.prep.index import fingerprint
+    spark = local_spark()
+    digests = {name: fingerprint(spark.read.parquet(os.path.join(snap, name)), key, idx)
+               for name, key, idx in (("user_index", "user_id", "user_idx"), ("item_index", "item_id", "item_idx"))}
+    spark.stop()
+    return digests
+
+
 def build_artifact(root: str, snap: str, rows: dict, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """An `mf` artifact as train publishes it (no `fingerprints`: check_id_maps then skips;
-    metrics are placeholders that pass the publish gate, the factors being random)."""
+    """An `mf` artifact as train publishes it, id-map digests included (metrics are
+    placeholders that pass the publish gate, the factors being random)."""
     g = torch.Generator().manual_seed(seed)
     n_users, n_items = rows["user_index"], rows["item_index"]
     user = torch.randn(n_users, rank, generator=g) * 0.1
@@ -106,6 +128,7 @@ def build_artifact(root: str, snap: str, rows: dict, rank: int, seed: int) -> tu
         "config": {"model": spec, "loss": "bpr", "train": train}, "metrics": metrics, "history": {"epochs": []},
         "data": {"ds": DS, "dataset": DATASET, "snapshot": snap, "rows": rows,
                  "user_index": os.path.join(snap, "user_index"), "item_index": os.path.join(snap, "item_index"),
+                 "fingerprints": id_map_digests(snap),
                  "snapshot_time": "2026-10-31T00:00:00+00:00"}})
     return user, item
 
@@ -146,12 +169,7 @@ def score_runs(root: str, n_users: int, top_n: int, repeats: int) -> dict:
 def bench_als(user: torch.Tensor, item: torch.Tensor, top_n: int, workdir: str) -> dict:
     """ALSModel over the same factors via its JVM constructor; output written to Parquet."""
     from pyspark.ml.recommendation import ALSModel
-    from pyspark.sql import SparkSession
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (SparkSession.builder.master("local[*]").appName("bench-als").config("spark.driver.memory", "4g")
-             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.showConsoleProgress", "false")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("WARN")
+    spark = local_spark()
     frames = []
     for name, f in (("als_users", user), ("als_items", item)):
         n, rank = f.shape
@@ -194,7 +212,7 @@ def prepare_root(root: str, users: int, items: int, rank: int) -> tuple[torch.Te
     t = time.perf_counter()
     snap, rows = build_snapshot(root, users, items, np.random.default_rng(0))
     user, item = build_artifact(root, snap, rows, rank, seed=0)
-    return user, item, round(time.perf_counter() - t, 1)
+    return user, item, round(time.perf_counter() - t, 1)  # a Spark start for the digests included
 
 
 def vs_default(report: dict, workdir: str) -> None:
