@@ -21,7 +21,7 @@ from recsys.prep.pipeline import prepare, snapshot_path
 from recsys.score.gate import GateError
 from recsys.score.job import score
 from recsys.score import writer
-from recsys.score.topn import cap_per_category, group_ragged, ragged_mask, top_n
+from recsys.score.topn import cap_per_category, group_ragged, ragged_mask, top_k, top_n
 from recsys.storage import Storage
 
 from conftest import CONF, NOW, make_config, write_csv
@@ -45,6 +45,23 @@ def test_top_n_matches_brute_force_and_never_returns_excluded():
         got = [int(j) for j, v in zip(items[row], values[row]) if torch.isfinite(v)]
         assert got == expect
     assert items[5, 0] == 5 and not torch.isfinite(values[5, 1:]).any()
+
+
+@pytest.mark.parametrize("n_items,k", [(20_000, 100), (20_011, 100), (40_000, 500), (1_682, 100), (3_200, 100)])
+def test_two_level_top_k_gives_torch_topk_values_and_their_items(n_items, k):
+    g = torch.Generator().manual_seed(n_items + k)
+    scores = torch.randn(7, n_items, generator=g)
+    scores[1, : n_items - 30] = float("-inf")  # fewer eligible items than k
+    scores[2] = torch.randint(0, 5, (n_items,), generator=g).float()  # ties everywhere
+    scores[3, -3:] = 100.0  # the best items in the columns past the last whole group
+    values, items = top_k(scores, k)
+    expected = torch.topk(scores, k, dim=1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(scores.gather(1, items), values)  # each value is its item's score
+    finite = torch.isfinite(values)
+    for row in range(7):  # no item twice among the eligible ones
+        assert len(set(items[row][finite[row]].tolist())) == int(finite[row].sum())
+    assert set(items[3, :3].tolist()) == {n_items - 3, n_items - 2, n_items - 1}
 
 
 def test_category_cap_keeps_score_order():
