@@ -266,8 +266,9 @@ def vs_baselines(report: dict, root: str, user: torch.Tensor, item: torch.Tensor
     ratios = {f"{key}_vs_{name}": score[key] / base["users_per_s"]
               for key in keys for name, base in (("als", als), ("torch", limit))}
     passed = {"als": ratios["users_per_s_vs_als"] >= GOAL_ALS, "torch": ratios["users_per_s_vs_torch"] >= GOAL_TORCH}
+    like = like_for_like(score, limit)
     report.update(spark_writer=spark_writer, als=als, torch=limit, torch_own_top_k=own,
-                  ratios={k: round(v, 3) for k, v in ratios.items()}, passed=passed)
+                  ratios={**{k: round(v, 3) for k, v in ratios.items()}, **like}, passed=passed)
     rows = [("recsys score: job (checks to table written)", score["users_per_s"], "users_per_s"),
             ("recsys score: scoring + writing stage", score["users_per_s_scoring"], "users_per_s_scoring"),
             ("recsys score: wall, incl. JVM start", score["users_per_s_wall"], "users_per_s_wall"),
@@ -280,8 +281,6 @@ def vs_baselines(report: dict, root: str, user: torch.Tensor, item: torch.Tensor
         tail = (f"{ratios[key + '_vs_als']:>8.2f}x{ratios[key + '_vs_torch']:>9.2f}x" if key else
                 f"{ups / als['users_per_s']:>8.2f}x{ups / limit['users_per_s']:>9.2f}x" if name.startswith("recsys") else "")
         print(f"{name:46}{ups:>9,.0f}{tail}")
-    like = like_for_like(score, limit)
-    report["ratios"].update(like)
     print(f"\n(recsys score: the median of {len(score['runs'])} runs; torch: the best of 3 passes)\n"
           f"the job's users/s against torch.topk's, each taken the same way: best of each "
           f"{like['job_best_vs_torch_best']:.2f}x, median of each {like['job_median_vs_torch_median']:.2f}x\n"
