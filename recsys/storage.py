@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # the path helpers are used where no Spark runs (workers, models)
+    from pyspark.sql import SparkSession
 
 
 def resolve_root(root: str) -> str:

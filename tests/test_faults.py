@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.prep.pipeline import prepare
+from recsys.snapshot import snapshot_path
 
 from conftest import NOW, make_config
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from recsys.evaluation import baselines
-from recsys.evaluation.metrics import (hit_rate_at_k, map_at_k, ndcg_at_k, precision_at_k,
+from recsys.ranking.metrics import (hit_rate_at_k, map_at_k, ndcg_at_k, precision_at_k,
                                        recall_at_k)
-from recsys.evaluation.ranking import Csr, Evaluator, popularity_percentile
+from recsys.ranking.evaluator import Csr, Evaluator, popularity, popularity_percentile
 
 
 def one(fn, hits, n_rel):
@@ -63,13 +63,13 @@ def test_coverage_and_popularity_percentile():
     assert popularity_percentile(pop.astype(float)).tolist() == [75.0, 50.0, 25.0, 0.0]
     ev = Evaluator(np.array([0, 1]), np.array([2, 3]), np.array([0, 1]), np.array([3, 2]), 4,
                    ks=(2,), popularity=pop)
-    got = ev.evaluate(baselines.popularity(np.repeat(np.arange(4), pop), 4))
+    got = ev.evaluate(popularity(np.repeat(np.arange(4), pop), 4))
     assert got["coverage@2"] == pytest.approx(0.5)
     assert got["popularity_percentile@2"] == pytest.approx((75 + 50) / 2)
 
 
 def test_popularity_baseline_is_the_item_counts():
-    fn = baselines.popularity(np.array([2, 2, 0, 1, 2]), 4)
+    fn = popularity(np.array([2, 2, 0, 1, 2]), 4)
     assert fn(torch.tensor([0, 3])).tolist() == [[1.0, 1.0, 3.0, 0.0]] * 2
 
 

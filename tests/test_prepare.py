@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 
 from recsys import schema as S
 from recsys.errors import MissingColumnError, RejectShareError
-from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.prep.pipeline import prepare
+from recsys.snapshot import snapshot_path
 from recsys.synth import SynthSpec, generate
 
 from conftest import CONF, NOW, REPO, make_config, write_csv

@@ -17,11 +17,12 @@ from recsys.cli import main as cli
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.models import build_model
 from recsys.models.features import load_features
-from recsys.prep.pipeline import prepare, snapshot_path
-from recsys.score.gate import GateError
+from recsys.gate import GateError
+from recsys.prep.pipeline import prepare
 from recsys.score.job import score
 from recsys.score import writer
-from recsys.score.topn import cap_per_category, group_ragged, ragged_mask, top_k, top_n
+from recsys.ranking.topk import cap_per_category, group_ragged, ragged_mask, top_k, top_n
+from recsys.snapshot import snapshot_path
 from recsys.storage import Storage
 
 from conftest import CONF, NOW, make_config, write_csv
@@ -314,7 +315,7 @@ def test_changed_id_maps_are_refused(spark, snapshot, tmp_path):
     cfg = with_table(snapshot, "ids")
     cfg.paths.root = str(root)
     snap = Path(snapshot_path(str(root), "toy", DS))
-    from recsys.prep.index import fingerprint
+    from recsys.snapshot import fingerprint
     index = spark.read.parquet(str(snap / S.ITEM_INDEX))
     version = artifact(cfg, "mf")
     meta = root / "models" / "mf" / version / "data.json"

@@ -15,7 +15,8 @@ import torch
 from recsys import schema as S
 from recsys.artifacts import load_artifact
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
-from recsys.prep.pipeline import prepare, snapshot_path
+from recsys.prep.pipeline import prepare
+from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
 from recsys.train.loop import pair_checksum
 

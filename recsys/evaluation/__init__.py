@@ -1,1 +1,1 @@
-"""Ranking metrics and the evaluator that applies them to a model or a baseline."""
+"""Ranking the model against baselines on the validation split, and the HTML report."""

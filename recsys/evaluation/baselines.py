@@ -1,4 +1,5 @@
-"""Baselines scored by the same evaluator as the models: popularity, EASE and Spark ALS.
+"""Baselines scored by the same evaluator as the models: EASE and Spark ALS (popularity, the
+reference training also measures, is `recsys.ranking.evaluator.popularity`).
 
 Each returns a score function users [B] -> scores [B, n_items], so the baselines see exactly
 the same users, splits and seen-item exclusion as the model they are compared with.
@@ -11,17 +12,7 @@ from pyspark.sql import DataFrame
 from torch import Tensor
 
 from recsys import schema as S
-from recsys.evaluation.ranking import Csr, ScoreFn
-
-
-def popularity_scores(train_items: np.ndarray, n_items: int) -> Tensor:
-    """Every user gets the items ranked by their number of training interactions."""
-    return torch.as_tensor(np.bincount(train_items, minlength=n_items), dtype=torch.float32)
-
-
-def popularity(train_items: np.ndarray, n_items: int) -> ScoreFn:
-    pop = popularity_scores(train_items, n_items)
-    return lambda users: pop.expand(len(users), -1)
+from recsys.ranking.evaluator import Csr, ScoreFn
 
 
 def ease_weights(train: Csr, users: np.ndarray, n_items: int, lam: float) -> Tensor:

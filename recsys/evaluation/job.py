@@ -14,21 +14,18 @@ from typing import Any
 import numpy as np
 from pyspark.sql import SparkSession
 
-from recsys import fsio
+from recsys import fsio, gate, warehouse
 from recsys import schema as S
 from recsys.artifacts import load_artifact
 from recsys.config import Config, to_dict
 from recsys.errors import SnapshotError
 from recsys.evaluation import baselines
-from recsys.evaluation.ranking import Csr, Evaluator, read_pairs
 from recsys.evaluation.report import write_report
 from recsys.faults import maybe_fail
 from recsys.manifest import Manifest
-from recsys.prep.pipeline import snapshot_path
-from recsys.score import gate
-from recsys.score.job import check_id_maps
+from recsys.ranking.evaluator import Csr, Evaluator, popularity
+from recsys.snapshot import check_id_maps, read_pairs, snapshot_path
 from recsys.storage import Storage, join, resolve_root
-from recsys import warehouse
 
 log = logging.getLogger("recsys.evaluate")
 
@@ -54,7 +51,7 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
             raise SnapshotError(f"the latest {name} model ({artifact.version}) was trained on "
                                 f"ds={artifact.data['ds']}, not ds={ds}: ids differ between "
                                 f"snapshots, so train on ds={ds} first")
-        check_id_maps(spark, artifact)
+        check_id_maps(spark, artifact.data, artifact.version)
         maybe_fail("evaluate")
         m.data["inputs"] = {"model": name, "version": artifact.version, "snapshot": snap}
         n_users = artifact.config["model"]["n_users"]
@@ -75,7 +72,7 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
             top_items, top_scores = evaluator.top_items, evaluator.top_scores
         with m.timed("popularity"):
             results["baselines"]["popularity"] = _timed(
-                "popularity", baselines.popularity(train_items, n_items), evaluator)
+                "popularity", popularity(train_items, n_items), evaluator)
         with m.timed("als"):
             if e.als.enabled:
                 als = baselines.als(spark.read.parquet(join(snap, S.TRAIN)), n_users, n_items,

@@ -6,15 +6,13 @@ interactions: the others have untrained id embeddings, which the model must igno
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from recsys import schema as S
-from recsys.fsio import read_bytes, read_table
+from recsys.snapshot import read_features
 
 
 @dataclass
@@ -44,11 +42,7 @@ class FeatureTable:
 
 def load_features(path: str, idx: str, count_column: str) -> FeatureTable:
     """Read `users` or `items` of a snapshot; rows are ordered by the dense id."""
-    meta = json.loads(read_bytes(f"{path}/{S.FEATURES_META}"))
-    table = read_table(path).to_pandas()
-    table = table.sort_values(idx).reset_index(drop=True)
-    if not (table[idx].to_numpy() == np.arange(len(table))).all():
-        raise ValueError(f"{path}: {idx} is not the dense range 0..{len(table) - 1}")
+    table, meta = read_features(path, idx)
     cats = list(meta["categorical"])
     categorical = torch.as_tensor(table[cats].to_numpy(dtype=np.int64).reshape(len(table), -1))
     num = table[meta["numeric"]].to_numpy(dtype=np.float64).reshape(len(table), -1)

@@ -51,10 +51,3 @@ def apply_index(df: DataFrame, index: DataFrame, key: str, idx: str) -> DataFram
     """Replace the original id column by its dense id (inner join: every id must be indexed)."""
     return df.join(index, key, "inner").drop(key)
 
-
-def fingerprint(index: DataFrame, key: str, idx: str) -> str:
-    """Order-free digest of an id map: a model trained on one map must not score with another."""
-    row = index.agg(F.count(F.lit(1)).alias("n"),
-                    F.sum(F.pmod(F.xxhash64(F.col(key), F.col(idx)), F.lit(1_000_000_007))).alias("h")
-                    ).first()
-    return f"{row['n']}:{row['h'] or 0}"

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys import schema as S
+from recsys import snapshot
 from recsys.config import Config, PrepareConfig, to_dict
 from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
@@ -23,10 +24,6 @@ from recsys.prep import clean, features, split
 from recsys.prep.index import apply_index, build_index
 from recsys.sources import read_log, read_source
 from recsys.storage import Storage, join, resolve_root
-
-
-def snapshot_path(root: str, dataset: str, ds: str) -> str:
-    return join(resolve_root(root), "data", dataset, f"ds={ds}")
 
 
 def training_files(n_rows: int, cfg: PrepareConfig) -> int:
@@ -52,8 +49,8 @@ def prepare(spark: SparkSession, cfg: Config, ds: str, *, now: datetime | None =
     """Run the prepare step for snapshot `ds` and return its manifest (also written to disk)."""
     root = resolve_root(cfg.paths.root)
     store = Storage(spark)
-    final = snapshot_path(root, cfg.dataset, ds)
-    staging_root = join(root, "data", cfg.dataset, "_staging")
+    final = snapshot.snapshot_path(root, cfg.dataset, ds)
+    staging_root = snapshot.staging_root(root, cfg.dataset)
     for leftover in store.list(staging_root):  # a crashed run of this ds left these behind
         if leftover.startswith(f"ds={ds}-"):
             store.delete(join(staging_root, leftover))
@@ -204,4 +201,4 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             rows[name] = rows[index_name] = n
         counts["rows"] = rows
         store.write_json(join(staging, S.COMPLETE_MARKER),
-                         {"ds": m["ds"], "rows": rows, "snapshot_time": m.data["snapshot_time"]})
+                         snapshot.marker(m["ds"], rows, m.data["snapshot_time"]))

@@ -15,41 +15,19 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys import fsio
+from recsys import fsio, gate, snapshot, warehouse
 from recsys import schema as S
 from recsys.artifacts import WEIGHTS, Artifact, load_artifact
 from recsys.config import Config, ItemListConfig, to_dict
-from recsys.errors import MissingColumnError, SnapshotError
+from recsys.errors import MissingColumnError
 from recsys.manifest import Manifest
-from recsys.prep.index import fingerprint
-from recsys.score import gate
+from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write, score_partition
-from recsys.score.topn import CAP_HEADROOM, cap_per_category
 from recsys.sources import read_source
 from recsys.storage import Storage, join, resolve_root
-from recsys import warehouse
 
 log = logging.getLogger("recsys.score")
-
-
-def check_id_maps(spark: SparkSession, artifact: Artifact) -> None:
-    """The ids the model was trained with must be the ids in the snapshot it points to."""
-    data = artifact.data
-    for name, key, idx in ((S.USER_INDEX, S.USER_ID, S.USER_IDX), (S.ITEM_INDEX, S.ITEM_ID, S.ITEM_IDX)):
-        path = data[name]
-        if not fsio.exists(path):
-            raise SnapshotError(f"model {artifact.version}: its id map {path} is gone "
-                                f"(snapshot ds={data['ds']} deleted?): re-train")
-        expected = data.get("fingerprints", {}).get(name)
-        if expected is None:  # an artifact from before digests were recorded: nothing to compare
-            continue
-        found = fingerprint(spark.read.parquet(path), key, idx)
-        if found != expected:
-            raise SnapshotError(
-                f"model {artifact.version} does not match the data: {path} has changed since "
-                f"training (id map digest {found}, the model was trained on {expected}); "
-                f"re-train on the current snapshot")
 
 
 def _item_list(spark: SparkSession, cfg: ItemListConfig, item_ids: pd.Series, what: str) -> np.ndarray:
@@ -61,13 +39,12 @@ def _item_list(spark: SparkSession, cfg: ItemListConfig, item_ids: pd.Series, wh
     return item_ids.isin(listed).to_numpy()
 
 
-def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) -> Plan:
+def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snapshot.Snapshot) -> Plan:
     s = cfg.score
     n_items = artifact.config["model"]["n_items"]
     # Small tables, read on the driver with pyarrow: a Spark job each would cost more.
-    items = fsio.read_table(join(snap, S.ITEMS)).to_pandas().sort_values(S.ITEM_IDX)
-    index = fsio.read_table(join(snap, S.ITEM_INDEX), [S.ITEM_ID, S.ITEM_IDX]).to_pandas()
-    item_ids = index.sort_values(S.ITEM_IDX)[S.ITEM_ID].reset_index(drop=True)
+    items = fsio.read_table(snap.dataset(S.ITEMS)).to_pandas().sort_values(S.ITEM_IDX)
+    item_ids = snapshot.read_item_ids(snap)
     blocked = None
     for key, rule in (("allow_items", s.allow_items), ("block_items", s.block_items)):
         if rule is not None:
@@ -78,7 +55,7 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) 
     if s.category_column is not None:
         if s.category_column not in items.columns:
             raise MissingColumnError(f"score.category_column {s.category_column!r} is not a column "
-                                     f"of {join(snap, S.ITEMS)} (it has {', '.join(items.columns)})")
+                                     f"of {snap.dataset(S.ITEMS)} (it has {', '.join(items.columns)})")
         category = items[s.category_column].to_numpy().astype(np.int64)
     popularity = items["popularity"].to_numpy().astype(np.float32)
     order = np.lexsort((np.arange(n_items), -popularity))
@@ -99,15 +76,15 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: str) 
         popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells)
 
 
-def users_to_score(spark: SparkSession, cfg: Config, snap: str, has_towers: bool,
+def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,
                    parts: int) -> DataFrame:
     """The scorer's input (see scorer.py), hash-partitioned by user into `parts` partitions:
     a row (user_idx, user_id, source) per user to score and a row (user_idx, item_idx) per
     item of their history. The scorer groups the history itself: one shuffle, where a
     collect_list per user and a join cost three (and twice the time, bench-score)."""
     s = cfg.score
-    index = spark.read.parquet(join(snap, S.USER_INDEX))
-    feats = spark.read.parquet(join(snap, S.USERS)).select(S.USER_IDX, "n_train", "recency_days")
+    index = spark.read.parquet(snap.dataset(S.USER_INDEX))
+    feats = spark.read.parquet(snap.dataset(S.USERS)).select(S.USER_IDX, "n_train", "recency_days")
     users = index.join(feats, S.USER_IDX, "left")
     if s.users_table is not None:
         wanted = spark.table(s.users_table)
@@ -116,8 +93,8 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: str, has_towers: bool
         users = users.join(wanted.select(F.col(S.USER_ID).cast("string")).distinct(), S.USER_ID)
     if s.active_days is not None:
         users = users.where(F.col("recency_days") <= s.active_days)
-    history = (spark.read.parquet(join(snap, S.TRAIN)).select(S.USER_IDX, S.ITEM_IDX)
-               .unionByName(spark.read.parquet(join(snap, S.VALID)).select(S.USER_IDX, S.ITEM_IDX)))
+    history = (spark.read.parquet(snap.dataset(S.TRAIN)).select(S.USER_IDX, S.ITEM_IDX)
+               .unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(S.USER_IDX, S.ITEM_IDX)))
     if s.users_table is not None or s.active_days is not None:  # only the chosen users' history
         history = history.join(users.select(S.USER_IDX), S.USER_IDX, "left_semi")
     trained = F.coalesce(F.col("n_train"), F.lit(0)) > 0
@@ -175,15 +152,15 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
     with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "score.json"), data)):
         warehouse.check_table_name(s.table)
         artifact = load_artifact(root, name, version)
-        snap = artifact.data["snapshot"]
+        snap = snapshot.Snapshot(artifact.data["snapshot"])
         m.data["inputs"] = {"model": name, "version": artifact.version, "artifact": artifact.path,
-                            "snapshot": snap, "model_ds": artifact.data["ds"]}
+                            "snapshot": snap.path, "model_ds": artifact.data["ds"]}
         with m.timed("check"):
             with ThreadPoolExecutor(1) as pool:
                 # On a fresh driver the metastore client's start and the first Spark job each
                 # take seconds of mostly one core (bench-score): run them side by side.
                 published = pool.submit(warehouse.published_version, spark, s.table) if s.gate.enabled else None
-                check_id_maps(spark, artifact)
+                snapshot.check_id_maps(spark, artifact.data, artifact.version)
                 published_version = published.result() if published is not None else None
             if s.gate.enabled:
                 verdict = gate.check(root, ds, s.gate, artifact, published_version)

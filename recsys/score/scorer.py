@@ -22,7 +22,7 @@ import torch
 from recsys import faults
 from recsys.models import build_model
 from recsys.score import writer
-from recsys.score.topn import CAP_HEADROOM, cap_per_category, exclude_, group_ragged, take_ragged, top_n
+from recsys.ranking.topk import CAP_HEADROOM, cap_per_category, exclude_, group_ragged, take_ragged, top_n
 
 OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
 SOURCES = writer.SOURCES

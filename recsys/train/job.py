@@ -11,20 +11,18 @@ import json
 import logging
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 from pyspark.sql import SparkSession
 
 from recsys import fsio
 from recsys import schema as S
+from recsys import snapshot
 from recsys.artifacts import models_dir, new_version, publish
 from recsys.config import MODELS, Config, to_dict
-from recsys.errors import ConfigError, MissingInputError, SnapshotError
+from recsys.errors import ConfigError, SnapshotError
 from recsys.manifest import Manifest
 from recsys.models import DEFAULT_LOSS
 from recsys.models.features import load_features
-from recsys.prep.index import fingerprint
-from recsys.prep.pipeline import snapshot_path
 from recsys.storage import Storage, join, resolve_root
 from recsys.train.loop import train_worker
 
@@ -33,44 +31,28 @@ log = logging.getLogger("recsys.train")
 REQUIRED = {S.USER_IDX: "int32", S.ITEM_IDX: "int32", S.WEIGHT: "float"}
 
 
-def check_snapshot(root: str, dataset: str, ds: str, world: int) -> dict[str, Any]:
-    """The published snapshot's marker, after checking what training relies on."""
-    snap = snapshot_path(root, dataset, ds)
-    marker = join(snap, S.COMPLETE_MARKER)
-    if not fsio.exists(marker):
-        raise MissingInputError(f"no complete prepared snapshot for ds={ds} at {snap}: "
-                                f"run prepare for that ds first")
-    info = json.loads(fsio.read_bytes(marker))
-    rows = info["rows"]
-    if rows.get(S.TRAIN, 0) == 0:
-        raise SnapshotError(f"the training data of ds={ds} at {snap} is empty")
-    fs, where = fsio.resolve(join(snap, S.TRAIN))
-    dataset_ = pq.ParquetDataset(where, filesystem=fs)
-    schema = dataset_.schema
-    for name, kind in REQUIRED.items():
-        if name not in schema.names:
-            raise SnapshotError(f"{join(snap, S.TRAIN)} has no column {name!r} "
-                                f"(it has {', '.join(schema.names)}): was it written by prepare?")
-        got = str(schema.field(name).type)
-        if got != kind:
-            raise SnapshotError(f"{join(snap, S.TRAIN)}: column {name!r} is {got}, expected {kind}")
-    groups = sum(f.metadata.num_row_groups for f in dataset_.fragments)
+def check_snapshot(root: str, dataset: str, ds: str, world: int) -> snapshot.Snapshot:
+    """The published snapshot, after checking what training relies on."""
+    snap = snapshot.open_snapshot(root, dataset, ds)
+    train_path = snap.dataset(S.TRAIN)
+    if snap.rows.get(S.TRAIN, 0) == 0:
+        raise SnapshotError(f"the training data of ds={ds} at {snap.path} is empty")
+    groups = snapshot.row_groups(snapshot.require_columns(train_path, REQUIRED))
     if groups < world:
-        raise SnapshotError(f"{join(snap, S.TRAIN)} has {groups} row groups, fewer than the "
+        raise SnapshotError(f"{train_path} has {groups} row groups, fewer than the "
                             f"{world} training workers: lower train.num_processes or raise "
                             f"prepare.min_row_groups and re-run prepare")
-    info["path"] = snap
-    return info
+    return snap
 
 
-def model_spec(cfg: Config, name: str, snap: dict[str, Any]) -> dict[str, Any]:
+def model_spec(cfg: Config, name: str, snap: snapshot.Snapshot) -> dict[str, Any]:
     t = cfg.train
-    spec = {"model": name, "n_users": snap["rows"][S.USER_INDEX], "n_items": snap["rows"][S.ITEM_INDEX],
+    spec = {"model": name, "n_users": snap.rows[S.USER_INDEX], "n_items": snap.rows[S.ITEM_INDEX],
             "dim": t.dim, "hidden": list(t.hidden), "dropout": t.dropout,
             "id_dropout": t.id_dropout, "temperature": t.temperature}
     if name == "two_tower":
-        spec["user_features"] = load_features(join(snap["path"], S.USERS), S.USER_IDX, "n_train").shapes()
-        spec["item_features"] = load_features(join(snap["path"], S.ITEMS), S.ITEM_IDX, "popularity").shapes()
+        spec["user_features"] = load_features(snap.dataset(S.USERS), S.USER_IDX, "n_train").shapes()
+        spec["item_features"] = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity").shapes()
     return spec
 
 
@@ -124,11 +106,11 @@ def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None
         spec = {
             "model": model_spec(cfg, name, snap), "train": dataclasses.asdict(t), "loss": loss,
             "use_gpu": use_gpu, "resume": resume, "run_dir": run_dir,
-            "train_url": fsio.url(join(snap["path"], S.TRAIN)), "train_rows": snap["rows"][S.TRAIN],
-            "paths": {k: join(snap["path"], k) for k in (S.TRAIN, S.VALID, S.USERS, S.ITEMS)},
+            "train_url": fsio.url(snap.dataset(S.TRAIN)), "train_rows": snap.rows[S.TRAIN],
+            "paths": {k: snap.dataset(k) for k in (S.TRAIN, S.VALID, S.USERS, S.ITEMS)},
         }
-        m.data["inputs"] = {"snapshot": snap["path"], "rows": snap["rows"]}
-        log.info("training %s on %s with %d %s worker(s), loss %s", name, snap["path"],
+        m.data["inputs"] = {"snapshot": snap.path, "rows": snap.rows}
+        log.info("training %s on %s with %d %s worker(s), loss %s", name, snap.path,
                  t.num_processes, "GPU" if use_gpu else "CPU", loss)
         with m.timed("train"):
             result = launch(spec, t.num_processes, use_gpu, t.local_mode)
@@ -145,19 +127,15 @@ def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None
             path = publish(root, name, version, fsio.read_bytes(join(run_dir, "best.pt")), {
                 "config": {"model": spec["model"], "loss": loss, "train": spec["train"]},
                 "metrics": metrics, "history": {"epochs": result["history"]},
-                "data": {"ds": ds, "dataset": cfg.dataset, "snapshot": snap["path"],
-                         "user_index": join(snap["path"], S.USER_INDEX),
-                         "item_index": join(snap["path"], S.ITEM_INDEX),
-                         "rows": snap["rows"], "snapshot_time": snap.get("snapshot_time"),
-                         "fingerprints": {
-                             S.USER_INDEX: fingerprint(spark.read.parquet(join(snap["path"], S.USER_INDEX)),
-                                                       S.USER_ID, S.USER_IDX),
-                             S.ITEM_INDEX: fingerprint(spark.read.parquet(join(snap["path"], S.ITEM_INDEX)),
-                                                       S.ITEM_ID, S.ITEM_IDX)}},
+                "data": {"ds": ds, "dataset": cfg.dataset, "snapshot": snap.path,
+                         "user_index": snap.dataset(S.USER_INDEX),
+                         "item_index": snap.dataset(S.ITEM_INDEX),
+                         "rows": snap.rows, "snapshot_time": snap.snapshot_time,
+                         "fingerprints": snapshot.id_map_digests(spark, snap)},
             })
         m.data["outputs"] = {"artifact": path, "version": version, "model": name}
         m.data["metrics"] = metrics
-        m.data["counts"] = {"epochs": len(result["history"]), "train_rows": snap["rows"][S.TRAIN],
+        m.data["counts"] = {"epochs": len(result["history"]), "train_rows": snap.rows[S.TRAIN],
                             "samples_per_s": best["samples_per_s"], "workers": result["world"],
                             "device": result["device"]}
     return m

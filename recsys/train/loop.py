@@ -24,11 +24,11 @@ from tqdm import tqdm
 from recsys import fsio
 from recsys import schema as S
 from recsys.config import TrainConfig
-from recsys.evaluation.baselines import popularity
-from recsys.evaluation.ranking import Evaluator, read_pairs
 from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
+from recsys.ranking.evaluator import Evaluator, popularity
+from recsys.snapshot import read_pairs
 from recsys.train import distributed as D
 from recsys.train.losses import LOSSES
 from recsys.train.negatives import NegativeSampler

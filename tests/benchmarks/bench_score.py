@@ -38,7 +38,7 @@ import torch
 from common import REPO, JobFailed, machine, run_job  # this folder is sys.path[0]
 from recsys.artifacts import new_version, publish
 from recsys.config import load_config
-from recsys.score.topn import top_k
+from recsys.ranking.topk import top_k
 
 DS, DATASET, TRAIN_PER_USER = "2026-11-01", "bench", 10
 GOAL_ALS, GOAL_TORCH = 5.0, 0.5
@@ -104,7 +104,7 @@ def local_spark():
 def id_map_digests(snap: str) -> dict:
     """The id-map digests train records, so the score job's check compares them as it does
     for a trained model."""
-    from recsys.prep.index import fingerprint
+    from recsys.snapshot import fingerprint
     spark = local_spark()
     digests = {name: fingerprint(spark.read.parquet(os.path.join(snap, name)), key, idx)
                for name, key, idx in (("user_index", "user_id", "user_idx"), ("item_index", "item_id", "item_idx"))}

@@ -50,8 +50,3 @@ def map_at_k(hits: Tensor, n_relevant: Tensor) -> Tensor:
 METRICS = {"precision": precision_at_k, "recall": recall_at_k, "hit_rate": hit_rate_at_k,
            "ndcg": ndcg_at_k, "map": map_at_k}
 
-
-def top_k_excluding(scores: Tensor, seen: Tensor, k: int) -> Tensor:
-    """Indices of the k best-scored items per row, never one marked in `seen` [B, N] bool."""
-    masked = scores.masked_fill(seen, float("-inf"))
-    return torch.topk(masked, min(k, scores.shape[1]), dim=1).indices

@@ -6,6 +6,9 @@ the same way:
   for this ds and model version if there is one, else the validation metrics training saved;
 - against the model behind the newest published partition: its own validation metric, which
   the new one may undercut by at most `max_drop_from_published` (relative).
+
+The evaluate step reports the verdict and the score step enforces it, so it sits beside both
+stages rather than inside either.
 """
 from __future__ import annotations
 

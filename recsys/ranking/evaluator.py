@@ -16,19 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recsys import fsio
-from recsys import schema as S
-from recsys.evaluation.metrics import METRICS, top_k_excluding
-from recsys.score.topn import ragged_mask, take_ragged
+from recsys.ranking.metrics import METRICS
+from recsys.ranking.topk import exclude_, ragged_mask, take_ragged, top_k
 
 ScoreFn = Callable[[Tensor], Tensor]  # users [B] -> scores [B, n_items]
-
-
-def read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(user_idx, item_idx) of a prepared dataset, as int64 arrays."""
-    table = fsio.read_table(path, columns=[S.USER_IDX, S.ITEM_IDX])
-    return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
-            table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
 
 
 class Csr:
@@ -41,11 +32,25 @@ class Csr:
 
     def mask(self, users: np.ndarray, n_items: int) -> Tensor:
         """[len(users), n_items] bool: True where the user has the item."""
-        offsets, flat = take_ragged(self.offsets, self.items, users)
-        return ragged_mask(offsets, flat, n_items)
+        return ragged_mask(*self.rows(users), n_items)
+
+    def rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The items of `users` as a ragged array (offsets, flat)."""
+        return take_ragged(self.offsets, self.items, users)
 
     def counts(self, users: np.ndarray) -> np.ndarray:
         return self.offsets[users + 1] - self.offsets[users]
+
+
+def popularity_scores(train_items: np.ndarray, n_items: int) -> Tensor:
+    """Every user gets the items ranked by their number of training interactions."""
+    return torch.as_tensor(np.bincount(train_items, minlength=n_items), dtype=torch.float32)
+
+
+def popularity(train_items: np.ndarray, n_items: int) -> ScoreFn:
+    """The reference every model is measured against (in training, evaluation and the gate)."""
+    pop = popularity_scores(train_items, n_items)
+    return lambda users: pop.expand(len(users), -1)
 
 
 def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
@@ -91,9 +96,12 @@ class Evaluator:
         tops, top_scores = [], []
         for lo in range(0, len(self.users), self.batch):
             users = self.users[lo:lo + self.batch]
+            # A copy where the score function returned a view (popularity's expanded row):
+            # the seen items are excluded in place.
             scores = score_fn(torch.as_tensor(users, device=device).long()).to(device)
-            seen = self.seen.mask(users, self.n_items).to(device)
-            top = top_k_excluding(scores, seen, kmax)
+            if scores._base is not None:
+                scores = scores.clone()
+            _, top = top_k(exclude_(scores, *self.seen.rows(users)), kmax)
             relevant = self.valid.mask(users, self.n_items).to(device)
             hits = relevant.gather(1, top)
             n_rel = relevant.sum(1)

@@ -1,6 +1,8 @@
 """Top-N selection on score matrices: seen items excluded, item rules, a per-category cap.
 
-Pure tensor functions (no Spark), called per batch of users by the scorer and by tests.
+Pure tensor functions (no Spark), called per batch of users by the scorer, by the evaluator
+(validation in training and in the evaluate step) and by tests: one implementation, so what is
+measured is ranked exactly as what is published.
 """
 from __future__ import annotations
 
@@ -53,7 +55,9 @@ def exclude_(scores: Tensor, offsets: np.ndarray, items: np.ndarray,
     the same effect as `ragged_mask` + `masked_fill` without a [B, n_items] mask."""
     rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     if len(items):
-        scores[torch.as_tensor(rows), torch.as_tensor(items, dtype=torch.long)] = NEG_INF
+        device = scores.device
+        scores[torch.as_tensor(rows, device=device),
+               torch.as_tensor(items, dtype=torch.long, device=device)] = NEG_INF
     if blocked is not None:
         scores[:, blocked] = NEG_INF
     return scores
@@ -89,9 +93,10 @@ def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     covered = groups * CHUNK
     maxima = scores[:, :covered].unflatten(1, (CHUNK, groups)).amax(1)  # a view, no copy
     best = torch.topk(maxima, k, dim=1, sorted=False).indices  # [B, k] group ids
-    columns = (best.unsqueeze(2) + torch.arange(0, covered, groups)).flatten(1)  # their members
+    dev = scores.device
+    columns = (best.unsqueeze(2) + torch.arange(0, covered, groups, device=dev)).flatten(1)  # members
     if covered < n:
-        columns = torch.cat([columns, torch.arange(covered, n).expand(b, n - covered)], dim=1)
+        columns = torch.cat([columns, torch.arange(covered, n, device=dev).expand(b, n - covered)], dim=1)
     values, at = torch.topk(scores.gather(1, columns), k, dim=1)
     return values, columns.gather(1, at)
 
