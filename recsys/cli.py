@@ -43,13 +43,15 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="step", required=True)
     _job_parser(sub, "prepare", "clean and feature-engineer the interaction log into Parquet")
     train = _job_parser(sub, "train", "train a model with PyTorch DDP workers on Spark")
-    train.add_argument("--model", help="mf, neumf or two_tower (default: train.model)")
+    train.add_argument("--model", help="one of sasrec, gru4rec, multvae, ease, als, mf, neumf, two_tower "
+                                       "(default: train.model; unset: choose among train.candidates)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     score = _job_parser(sub, "score", "publish top-N recommendations per user to the table")
     score.add_argument("--model-version", help="artifact version (default: the latest)")
     score.add_argument("--force", action="store_true", help="publish even if the gate refuses")
     evaluate = _job_parser(sub, "evaluate", "the model against baselines on the validation split")
-    evaluate.add_argument("--model", help="mf, neumf or two_tower (default: train.model)")
+    evaluate.add_argument("--model", help="a model name, or blend (default: score.model, train.model, "
+                                          "else the night's selection)")
     run = _job_parser(sub, "run", "the whole night: prepare, train, evaluate, score")
     run.add_argument("--force", action="store_true", help="publish even if the gate refuses")
     sql = sub.add_parser("sql", help="query the configured catalogue, print the rows")

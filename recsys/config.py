@@ -104,15 +104,35 @@ class PrepareConfig:
     # `min_row_groups` of them (workers stay balanced) and none above `max_rows_per_row_group`.
     min_row_groups: int = 16
     max_rows_per_row_group: int = 1_000_000
+    # `histories`: each user's newest rows (train and valid) as fixed-length lists, for the
+    # history models; older rows are left out of it (and counted in the manifest).
+    history_len: int = 200
 
 
-MODELS = ("mf", "neumf", "two_tower")
+MODELS = ("mf", "neumf", "two_tower", "sasrec", "gru4rec", "multvae", "ease", "als")
 LOSSES = ("bpr", "softmax", "bce")
+
+
+PER_MODEL: dict[str, dict[str, Any]] = {
+    "mf": {"loss": "softmax", "weight_decay": 1.0e-4, "dim": 128, "epochs": 50, "patience": 5},
+    "sasrec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
+               "epochs": 100, "patience": 10},
+    "gru4rec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
+                "blocks": 1, "epochs": 100, "patience": 10},
+    "multvae": {"lr": 0.001, "weight_decay": 0.0, "epochs": 400, "patience": 50},
+}
 
 
 @dataclass
 class TrainConfig:
-    model: str = "mf"  # mf | neumf | two_tower
+    # One model (mf | neumf | two_tower | sasrec | gru4rec | multvae | ease | als), or None: the
+    # night trains every model of `candidates`, blends the best, and publishes the winner on
+    # validation (a full bake-off every `select_every` days; the winner alone in between).
+    model: str | None = None
+    candidates: list[str] = field(default_factory=lambda: ["sasrec", "gru4rec", "ease", "mf", "als"])
+    blend_members: int = 3  # blends of up to this many of the best candidates (1: no blends)
+    blend_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])  # of the first of two
+    select_every: int = 7  # days between bake-offs
     num_processes: int = 2  # DDP workers launched by TorchDistributor
     local_mode: bool = True  # workers on the driver's machine; false: on Spark executors
     use_gpu: bool | None = None  # None: the GPU when torch sees one (NCCL), else CPU (Gloo)
@@ -121,6 +141,7 @@ class TrainConfig:
     lr: float = 0.005
     lr_schedule: str = "cosine"  # cosine | constant
     weight_decay: float = 1.0e-6
+    l2: float = 0.0  # factorised table models: λ (|p_u|² + |q_i|²) per training row
     dropout: float = 0.1
     dim: int = 64  # size of the user and item representations
     hidden: list[int] = field(default_factory=lambda: [128, 64])  # MLP layers (neumf, two_tower)
@@ -137,6 +158,37 @@ class TrainConfig:
     shuffle_buffer: int = 65536  # rows mixed across row groups before batching
     reader_workers: int = 1  # Petastorm threads per worker; 1 keeps the row order repeatable
     seed: int = 42
+    # After early stopping has chosen the number of epochs, train again from the same initial
+    # weights on train + valid for that many; those weights are published.
+    refit: bool = True
+    # History models (sasrec, gru4rec, multvae, ease): a user is their newest max_len items.
+    max_len: int = 200  # at most prepare.history_len
+    history_batch_size: int = 32  # users per step per worker
+    blocks: int = 2  # sasrec: transformer blocks; gru4rec: GRU layers
+    heads: int = 2  # sasrec: attention heads (dim must be a multiple)
+    full_softmax_max_items: int = 20000  # sequence models: sampled softmax above this ...
+    sampled_negatives: int = 1024  # ... with this many shared negatives per step (logQ-corrected)
+    vae_hidden: list[int] = field(default_factory=lambda: [600, 200])  # multvae: hidden ..., latent
+    vae_dropout: float = 0.5  # multvae: share of a user's items dropped from the input
+    kl_beta: float = 0.2  # multvae: the KL weight, reached after kl_anneal_epochs
+    kl_anneal_epochs: int = 20
+    ease_lambdas: list[float] = field(default_factory=lambda: [50.0, 100.0, 250.0, 500.0, 1000.0])
+    ease_max_items: int = 20000  # ease inverts an items x items matrix: refused above this
+    # als: Spark MLlib's implicit ALS (rank train.dim), one setting of the grid chosen on validation.
+    als_regs: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    als_alphas: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    als_max_iter: int = 10
+    # Settings per model over the ones above. The shipped ones were chosen on the validation
+    # rows of MovieLens-100k (README, results).
+    per_model: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        k: dict(v) for k, v in PER_MODEL.items()})
+
+    def for_model(self, name: str) -> "TrainConfig":
+        """These settings with `per_model[name]` applied (already checked by `validate`)."""
+        override = self.per_model.get(name)
+        if not override:
+            return self
+        return build(TrainConfig, {**dataclasses.asdict(self), **override}, "train")
 
 
 @dataclass
@@ -210,18 +262,39 @@ class Config:
         _one_of("input.format", self.input.format, ("parquet", "csv", "json", "table"))
         _one_of("prepare.split.method", self.prepare.split.method,
                 ("temporal", "leave_last", "random"))
-        _one_of("train.model", self.train.model, MODELS)
+        if self.train.model is not None:
+            _one_of("train.model", self.train.model, MODELS)
+        if not self.train.candidates:
+            raise ConfigError("train.candidates is empty: list the models the night chooses from, "
+                              "or name one with train.model")
+        for name in self.train.candidates:
+            _one_of("train.candidates entry", name, MODELS)
+        if len(set(self.train.candidates)) != len(self.train.candidates):
+            raise ConfigError(f"train.candidates names a model twice: {self.train.candidates}")
+        if self.train.blend_members < 1 or self.train.select_every < 1:
+            raise ConfigError("train.blend_members and train.select_every must be at least 1")
+        if any(not 0 < w < 1 for w in self.train.blend_weights):
+            raise ConfigError(f"train.blend_weights must lie strictly between 0 and 1, got {self.train.blend_weights}")
         if self.train.loss is not None:
             _one_of("train.loss", self.train.loss, LOSSES)
         _one_of("train.negative_sampling", self.train.negative_sampling, ("uniform", "popularity"))
         _one_of("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant"))
-        for key in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k"):
-            if getattr(self.train, key) < 1:
-                raise ConfigError(f"train.{key} must be at least 1")
+        if self.prepare.history_len < 1:
+            raise ConfigError(f"prepare.history_len must be at least 1, got {self.prepare.history_len}")
+        for name, override in self.train.per_model.items():
+            _one_of("train.per_model key", name, MODELS)
+            if not isinstance(override, dict):
+                raise ConfigError(f"train.per_model.{name} must be a mapping of train keys")
+            for key in ("model", "per_model"):
+                if key in override:
+                    raise ConfigError(f"train.per_model.{name}.{key} cannot be set per model")
+            build(TrainConfig, override, f"train.per_model.{name}")  # names a bad key or type
+        for name in MODELS:
+            _check_train(self.train.for_model(name), name)
         if not self.evaluate.ks or min(self.evaluate.ks) < 1:
             raise ConfigError("evaluate.ks must list cut-offs of at least 1")
         if self.score.model is not None:
-            _one_of("score.model", self.score.model, MODELS)
+            _one_of("score.model", self.score.model, (*MODELS, "blend"))
         if not TABLE_NAME.match(self.score.table):
             raise ConfigError(f"score.table must be a plain db.table identifier, got "
                               f"{self.score.table!r}")
@@ -237,6 +310,7 @@ class Config:
         frac = self.prepare.split.valid_fraction
         if not 0 < frac < 1:
             raise ConfigError(f"prepare.split.valid_fraction must be in (0, 1), got {frac}")
+
         if not 0 <= self.prepare.max_reject_share <= 1:
             raise ConfigError("prepare.max_reject_share must be in [0, 1]")
         vr = self.prepare.value_range
@@ -248,6 +322,33 @@ class Config:
             if side is not None and not side.key:
                 raise ConfigError(f"{name}.key is required: the column that holds the id")
         return self
+
+
+def _check_train(t: TrainConfig, model: str) -> None:
+    """The train settings one model runs with (after train.per_model)."""
+    override = t.per_model.get(model, {})
+
+    def key(name: str) -> str:
+        return f"train.per_model.{model}.{name}" if name in override else f"train.{name}"
+
+    for name in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k",
+                 "history_batch_size", "blocks", "heads", "sampled_negatives", "kl_anneal_epochs",
+                 "als_max_iter"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{key(name)} must be at least 1, got {getattr(t, name)}")
+    if t.max_len < 1:
+        raise ConfigError(f"{key('max_len')} must be at least 1, got {t.max_len}")
+    if model == "sasrec" and t.dim % t.heads:
+        raise ConfigError(f"{key('dim')}={t.dim} must be a multiple of {key('heads')}={t.heads} (sasrec)")
+    if len(t.vae_hidden) < 2 or min(t.vae_hidden) < 1:
+        raise ConfigError(f"{key('vae_hidden')} must list at least two sizes (hidden..., latent), "
+                          f"got {t.vae_hidden}")
+    if not t.ease_lambdas or min(t.ease_lambdas) <= 0:
+        raise ConfigError(f"{key('ease_lambdas')} must list positive values, got {t.ease_lambdas}")
+    if not t.als_regs or not t.als_alphas or min(t.als_regs + t.als_alphas) <= 0:
+        raise ConfigError(f"{key('als_regs')} and {key('als_alphas')} must list positive values")
+    if not 0 <= t.vae_dropout < 1:
+        raise ConfigError(f"{key('vae_dropout')} must be in [0, 1), got {t.vae_dropout}")
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -269,7 +370,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
             _merge(tree, _read_yaml(default))
         _merge(tree, _read_yaml(path))
     for item in overrides:
-        _merge(tree, parse_override(item))
+        _override(tree, item)
     return build(Config, tree).validate()
 
 
@@ -300,6 +401,21 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _override(tree: dict[str, Any], item: str) -> None:
+    """Apply `a.b.c=value`: the key it names becomes exactly that value. Files merge into each
+    other, but a mapping given on the command line replaces the one there, so
+    `--set train.per_model={}` clears the shipped per-model settings."""
+    parse_override(item)  # the same checks and messages
+    key, _, raw = item.partition("=")
+    *path, last = key.strip().split(".")
+    node = tree
+    for part in path:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = yaml.safe_load(raw) if raw.strip() else ""
+
+
 def build(cls: type, data: Any, prefix: str = "") -> Any:
     """Build dataclass `cls` from a mapping, checking every key and type."""
     if data is None:
@@ -318,6 +434,8 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if tp is Any:  # checked where it is used (train.per_model: against TrainConfig)
+        return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -341,6 +459,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     if tp is str and isinstance(value, bool):
         return str(value).lower()  # YAML reads `--set spark.conf.x=false` as a bool
     if tp is str and isinstance(value, (int, float)):

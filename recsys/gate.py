@@ -71,7 +71,7 @@ def published_metric(root: str, version: str | None, metric: str) -> float | Non
     """The validation metric of the model behind the published partition, if it is known."""
     if version is None:
         return None
-    for name in MODELS:
+    for name in (*MODELS, "blend"):
         path = join(models_dir(root, name), version, "metrics.json")
         if fsio.exists(path):
             return json.loads(fsio.read_bytes(path)).get(metric)

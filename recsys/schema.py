@@ -40,7 +40,16 @@ ITEMS = "items"
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
 REJECTS = "rejects"
-PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS)
+HISTORIES = "histories"
+PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS, HISTORIES)
+
+# Columns of `histories` (one row per user, lists of the snapshot's history_len, left-padded).
+HISTORY_LENGTH = "length"  # real entries
+HISTORY_DROPPED = "dropped"  # older rows that did not fit
+HISTORY_ITEMS = "items"  # item_idx, PAD -1
+HISTORY_TS = "ts"  # epoch seconds, 0 for padding
+HISTORY_WEIGHTS = "weights"  # implicit confidence, 0 for padding
+HISTORY_VALID = "valid"  # 1 where the row is in the validation split
 
 # Marker written last into a published snapshot; readers refuse a snapshot without it.
 COMPLETE_MARKER = "_COMPLETE.json"

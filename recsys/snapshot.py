@@ -2,10 +2,16 @@
 
     <root>/data/<dataset>/ds=<ds>/
         train/, valid/        user_idx int32, item_idx int32, ts timestamp, weight float[, value]
+        histories/            per user, the newest `history_len` rows of train and valid in
+                              time order (ties by item id), as fixed-length lists padded on the
+                              left (Petastorm refuses lists of unequal length): user_idx,
+                              length, dropped (older rows left out), items (PAD -1), ts
+                              (epoch seconds), weights, valid (1 where the row is validation)
         user_index/, item_index/   user_id / item_id (original, string) -> user_idx / item_idx
         users/, items/        features keyed by the dense id, `_features.json` describing them
         rejects/              raw, reason: the quarantined rows
-        _COMPLETE.json        written last: {"ds", "rows": {dataset: count}, "snapshot_time"}
+        _COMPLETE.json        written last: {"ds", "rows": {dataset: count}, "snapshot_time",
+                              "history_len"}
 
 A snapshot is built under `<root>/data/<dataset>/_staging/` and renamed into place whole, so a
 reader that finds the marker reads a complete snapshot. Train, evaluation and score meet the
@@ -61,6 +67,11 @@ class Snapshot:
     def snapshot_time(self) -> str | None:
         return self.marker.get("snapshot_time")
 
+    @property
+    def history_len(self) -> int | None:
+        """The length of the stored histories; None for a snapshot written without them."""
+        return self.marker.get("history_len")
+
     def dataset(self, name: str) -> str:
         """The directory of one dataset (`S.TRAIN`, `S.ITEM_INDEX`, ...)."""
         return join(self.path, name)
@@ -80,9 +91,9 @@ def at(path: str, what: str | None = None) -> Snapshot:
     return Snapshot(path, json.loads(fsio.read_bytes(marker)))
 
 
-def marker(ds: str, rows: dict[str, int], snapshot_time: str) -> dict[str, Any]:
+def marker(ds: str, rows: dict[str, int], snapshot_time: str, history_len: int) -> dict[str, Any]:
     """The completeness marker prepare writes last (see the module docstring)."""
-    return {"ds": ds, "rows": rows, "snapshot_time": snapshot_time}
+    return {"ds": ds, "rows": rows, "snapshot_time": snapshot_time, "history_len": history_len}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -92,6 +103,54 @@ def read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
     table = fsio.read_table(path, columns=[S.USER_IDX, S.ITEM_IDX])
     return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
             table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Users' recent items as the history models read them: `items` [n, L] int64 in time order,
+    right-aligned, padded on the left with -1, for the sorted `users`."""
+    users: np.ndarray
+    items: np.ndarray
+
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """[len(users), L]: each user's row; all padding for a user without history."""
+        at = np.searchsorted(self.users, users).clip(max=max(len(self.users) - 1, 0))
+        found = (self.users[at] == users) if len(self.users) else np.zeros(len(users), bool)
+        out = np.full((len(users), self.items.shape[1]), -1, np.int64)
+        out[found] = self.items[at[found]]
+        return out
+
+
+def right_align(items: np.ndarray, keep: np.ndarray, length: int) -> np.ndarray:
+    """The kept entries of each row of `items` [n, H] (in order), the newest `length` of them,
+    right-aligned in [n, length] and padded on the left with -1. Used to drop the validation
+    rows from a history for the first fit, and to cut a history to a model's length."""
+    keep = keep & (items >= 0)
+    from_end = np.cumsum(keep[:, ::-1], axis=1)[:, ::-1]  # kept entries at or after each one
+    take = keep & (from_end <= length)
+    rows, cols = np.nonzero(take)
+    out = np.full((len(items), length), -1, np.int64)
+    out[rows, length - from_end[rows, cols]] = items[rows, cols]
+    return out
+
+
+def read_histories(path: str, length: int, *, include_valid: bool,
+                   users: np.ndarray | None = None) -> Histories:
+    """The `histories` dataset at `path`, each cut to its newest `length` items; without the
+    validation rows unless `include_valid`; only `users` (sorted user_idx) when given."""
+    table = fsio.read_table(path, columns=[S.USER_IDX, S.HISTORY_ITEMS, S.HISTORY_VALID])
+    user_idx = table.column(S.USER_IDX).to_numpy().astype(np.int64)
+    rows = np.arange(len(user_idx)) if users is None else np.flatnonzero(np.isin(user_idx, users))
+    order = rows[np.argsort(user_idx[rows], kind="stable")]
+
+    def matrix(column: str) -> np.ndarray:
+        chunked = table.column(column).take(order).combine_chunks()
+        width = len(chunked[0]) if len(chunked) else 0
+        return chunked.values.to_numpy(zero_copy_only=False).reshape(len(order), width)
+
+    items = matrix(S.HISTORY_ITEMS)
+    keep = np.ones(items.shape, bool) if include_valid else matrix(S.HISTORY_VALID) == 0
+    return Histories(user_idx[order], right_align(items, keep, length))
 
 
 def read_features(path: str, idx: str) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -40,3 +40,17 @@ def write_csv(path: Path, header: str, rows: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([header, *rows]) + "\n")
     return path
+
+
+def cycle_rows(n_users: int = 40, n_items: int = 24, run: int = 8, seed: int = 0) -> tuple[list[str], dict[str, int]]:
+    """A log only a sequence model can learn: every user walks one cycle of items (i00, i01,
+    ...) for `run` steps from a random start, so the next item is always the one after the
+    last. Returns CSV rows (user_id,item_id,ts) and each user's next item number."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    rows, nxt = [], {}
+    for u in range(n_users):
+        start = int(rng.integers(n_items))
+        rows += [f"u{u},i{(start + j) % n_items:02d},{1000 + 10 * j}" for j in range(run)]
+        nxt[f"u{u}"] = (start + run) % n_items
+    return rows, nxt

@@ -204,7 +204,7 @@ def cluster(tmp_path):
 def test_nightly_run_on_a_standalone_cluster_with_the_packed_environment(cluster, tmp_path):
     root = tmp_path / "root"
     venv_bin = Path(sys.executable).parent
-    settings = [f"paths.root={root}", "train.epochs=2", "train.dim=16", "train.hidden=[32]",
+    settings = [f"paths.root={root}", "train.model=mf", "train.per_model={}", "train.epochs=2", "train.dim=16", "train.hidden=[32]",
                 "evaluate.als.enabled=false", "evaluate.ks=[10]",
                 f"score.top_n={TOP_N}", "score.gate.enabled=false", "spark.shuffle_partitions=4",
                 f"spark.app_name={APP}"]

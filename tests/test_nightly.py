@@ -1,4 +1,5 @@
-"""`recsys run`: the four steps in order, resuming at the step that failed."""
+"""`recsys run`: the four steps in order, resuming at the step that failed; with no model named,
+the night's train step is a bake-off among the candidates."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ def test_run_resumes_at_the_failed_step_and_skips_what_is_done(spark, tmp_path, 
                 "prepare.min_row_groups=2", "train.epochs=2", "train.batch_size=16",
                 "train.dim=8", "train.hidden=[16]", "evaluate.ks=[5]", "evaluate.als.rank=4",
                 "evaluate.als.max_iter=2", "score.top_n=3", "score.table=test.nightly",
-                "score.gate.enabled=false"]
+                "score.gate.enabled=false", "train.candidates=[mf, ease]", "train.ease_lambdas=[1.0]",
+                "train.per_model={}"]
     cfg = make_config(tmp_path, *settings)
     monkeypatch.setenv("RECSYS_FAULT", "evaluate")
     with pytest.raises(RuntimeError, match="injected fault at evaluate"):
@@ -44,7 +46,14 @@ def test_run_resumes_at_the_failed_step_and_skips_what_is_done(spark, tmp_path, 
     report = tmp_path / "reports" / DS
     html = (report / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 4 and all((report / name).is_file() for name in images)
+    assert len(images) == 5 and all((report / name).is_file() for name in images)
+    assert "leaderboard.png" in images and "Leaderboard" in html
+    board = manifest(tmp_path, "train")["leaderboard"]
+    # The two candidates and the blends of the pair, each measured on the validation rows.
+    assert {r["name"] for r in board} >= {"mf", "ease", "0.50xmf+0.50xease"} or \
+        {r["name"] for r in board} >= {"mf", "ease", "0.50xease+0.50xmf"}
+    assert sum(r["winner"] for r in board) == 1
+    assert all("ndcg@10_se" in r or "ndcg@5_se" in r for r in board)
     evaluation = json.loads((report / "evaluate.json").read_text())
     assert set(evaluation["baselines"]) == {"popularity", "als", "ease"}
     assert spark.sql(f"SELECT count(*) FROM test.nightly WHERE ds='{DS}'").first()[0] == 16 * 3

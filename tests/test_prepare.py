@@ -130,7 +130,8 @@ def test_rerun_replaces_the_snapshot_and_clears_leftovers(spark, toy):
 
 
 def test_movielens_end_to_end(spark, tmp_path):
-    cfg = make_config(tmp_path, conf="movielens.yaml")
+    # The temporal split (the shipped config splits per user: leave_last).
+    cfg = make_config(tmp_path, "prepare.split.method=temporal", conf="movielens.yaml")
     counts = prepare(spark, cfg, DS, now=NOW)["counts"]
     assert counts["input_rows"] == 100_000 and counts["rejected"] == 0 and counts["balanced"]
     assert counts["rows"]["users"] == 943 and counts["rows"]["items"] == 1682

@@ -160,7 +160,7 @@ def with_table(cfg, name, *overrides):
     from recsys.config import load_config
     return load_config(CONF / "default.yaml",
                        [f"paths.root={cfg.paths.root}", f"input.path={cfg.input.path}",
-                        "input.format=csv", "dataset=toy", f"score.top_n={N}",
+                        "input.format=csv", "dataset=toy", f"score.top_n={N}", "train.model=mf",
                         "score.gate.enabled=false",  # random weights: the gate is tested apart
                         f"score.table=test.{name}", *overrides])
 
@@ -298,8 +298,10 @@ def test_rerun_replaces_the_partition_and_a_failed_run_leaves_it(spark, snapshot
 def test_bad_inputs_are_refused_before_anything_is_written(spark, snapshot, tmp_path):
     cfg = with_table(snapshot, "refused", "score.model=mf")
     other = make_config(tmp_path, "input.path=x", "score.table=test.refused")
-    with pytest.raises(MissingInputError, match="no trained 'mf' model under"):
+    with pytest.raises(MissingInputError, match="no model is named .* and none has been selected"):
         score(spark, other, DS)
+    with pytest.raises(MissingInputError, match="no trained 'mf' model under"):
+        score(spark, make_config(tmp_path, "input.path=x", "score.table=test.refused", "score.model=mf"), DS)
     artifact(snapshot, "mf")
     with pytest.raises(MissingInputError, match="version 'nope' not found .*available: .*_mf0_"):
         score(spark, cfg, DS, version="nope")

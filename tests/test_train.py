@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,13 +19,13 @@ from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.prep.pipeline import prepare
 from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
-from recsys.train.loop import pair_checksum
+from recsys.train.tasks import pair_checksum
 
 from conftest import NOW, make_config, write_csv
 
 DS = "2026-11-24"
 N_USERS, N_ITEMS = 16, 20
-FAST = ["train.num_processes=2", "train.batch_size=16", "train.dim=16", "train.hidden=[32, 16]",
+FAST = ["train.model=mf", "train.per_model={}", "train.num_processes=2", "train.batch_size=16", "train.dim=16", "train.hidden=[32, 16]",
         "train.lr=0.05", "train.negatives=4", "train.shuffle_buffer=32", "train.patience=100",
         "train.eval_k=5", "train.weight_decay=0.0", "train.dropout=0.0"]
 
@@ -77,6 +78,16 @@ def test_every_row_once_per_epoch_and_equal_steps(spark, snapshot, tmp_path):
         assert epoch["checksum"] == expected
         assert all(r > 0 for r in epoch["rows_per_rank"])  # both ranks read a shard
         assert len(set(epoch["steps_per_rank"])) == 1
+    # The refit (train.refit, the default): as many epochs as the fit's best, over train + valid.
+    valid = pq.read_table(f"{snapshot_path(cfg.paths.root, cfg.dataset, DS)}/{S.VALID}")
+    everything = pair_checksum(np.concatenate([table[S.USER_IDX].to_numpy(), valid[S.USER_IDX].to_numpy()]),
+                               np.concatenate([table[S.ITEM_IDX].to_numpy(), valid[S.ITEM_IDX].to_numpy()]),
+                               N_ITEMS)
+    refit = json.loads((Path(m["outputs"]["artifact"]) / "history.json").read_text())["refit"]
+    assert len(refit) == m["metrics"]["best_epoch"] + 1
+    for epoch in refit:
+        assert epoch["rows"] == 96 + 16 and epoch["checksum"] == everything
+        assert len(set(epoch["steps_per_rank"])) == 1
 
 
 def test_uneven_shards_get_equal_steps_without_hanging(spark, snapshot, tmp_path):
@@ -99,7 +110,7 @@ def test_uneven_shards_get_equal_steps_without_hanging(spark, snapshot, tmp_path
 
 @pytest.mark.parametrize("model", ["mf", "neumf", "two_tower"])
 def test_each_model_overfits_a_tiny_dataset(spark, snapshot, tmp_path, model):
-    cfg = fresh(snapshot, tmp_path, "train.epochs=40", "train.id_dropout=0.0")
+    cfg = fresh(snapshot, tmp_path, "train.epochs=40", "train.id_dropout=0.0", "train.refit=false")
     m = train(spark, cfg, DS, model=model)
     artifact = load_artifact(cfg.paths.root, model)
     history = json.loads((Path(artifact.path) / "history.json").read_text())["epochs"]

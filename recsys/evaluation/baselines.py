@@ -12,11 +12,12 @@ from pyspark.sql import DataFrame
 from torch import Tensor
 
 from recsys import schema as S
+from recsys.models.autoencoders import ease_from_gram
 from recsys.ranking.evaluator import Csr, ScoreFn
 
 
 def ease_weights(train: Csr, users: np.ndarray, n_items: int, lam: float) -> Tensor:
-    """EASE (Steck, 2019): B = I - P diag(1/diag(P)) with P = (XᵀX + λI)⁻¹, diag(B) = 0.
+    """EASE (Steck, 2019), the baseline: `ease_from_gram` of X's Gram matrix.
 
     X is the binary user × item matrix of `users`; the Gram matrix is items × items, which is
     why EASE is only run on catalogues below `evaluate.ease_max_items`.
@@ -25,11 +26,7 @@ def ease_weights(train: Csr, users: np.ndarray, n_items: int, lam: float) -> Ten
     for start in range(0, len(users), 4096):  # X in row blocks: never the whole dense X
         x = train.mask(users[start:start + 4096], n_items).to(torch.float64)
         gram += x.T @ x
-    gram += lam * torch.eye(n_items, dtype=torch.float64)
-    p = torch.linalg.inv(gram)
-    b = -p / torch.diag(p)
-    b.fill_diagonal_(0.0)
-    return b.to(torch.float32)
+    return ease_from_gram(gram, lam)
 
 
 def ease(train: Csr, n_users: int, n_items: int, lam: float) -> ScoreFn:

@@ -1,6 +1,7 @@
 """The evaluate step: the trained model against popularity, ALS and EASE, on one split, one report.
 
 All of them are scored by one `Evaluator` (same users, same seen-item exclusion, same metrics),
+the model with the weights the validation rows were held out from (a refit model's `fit.pt`),
 and the results go to `<root>/reports/<ds>/` (index.html, PNG plots, evaluate.json) and to the
 manifest `<root>/runs/<ds>/evaluate.json`.
 """
@@ -16,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from recsys import fsio, gate, warehouse
 from recsys import schema as S
-from recsys.artifacts import load_artifact
+from recsys.artifacts import load_artifact, read_selection, resolve_model
 from recsys.config import Config, to_dict
 from recsys.errors import SnapshotError
 from recsys.evaluation import baselines
@@ -24,7 +25,8 @@ from recsys.evaluation.report import write_report
 from recsys.faults import maybe_fail
 from recsys.manifest import Manifest
 from recsys.ranking.evaluator import Csr, Evaluator, popularity
-from recsys.snapshot import check_id_maps, read_pairs, snapshot_path
+from recsys.models import history_length, ranker
+from recsys.snapshot import check_id_maps, read_histories, read_pairs, snapshot_path
 from recsys.storage import Storage, join, resolve_root
 
 log = logging.getLogger("recsys.evaluate")
@@ -39,13 +41,14 @@ def _timed(name: str, fn, evaluator: Evaluator, **kw) -> dict[str, Any]:
 
 
 def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None) -> Manifest:
-    """Evaluate the latest `model` artifact (trained on snapshot `ds`) and write the report."""
+    """Evaluate `model` (default: score.model, train.model, else the night's selection; its
+    artifact trained on snapshot `ds`) and write the report, the leaderboard included."""
     e = cfg.evaluate
-    name = model or cfg.score.model or cfg.train.model
     root = resolve_root(cfg.paths.root)
     m = Manifest("evaluate", ds, to_dict(cfg))
     with m.recorded(lambda data: Storage(spark).write_json(join(root, "runs", ds, "evaluate.json"), data)):
-        artifact = load_artifact(root, name)
+        name, version = resolve_model(root, model or cfg.score.model or cfg.train.model)
+        artifact = load_artifact(root, name, version)
         snap = snapshot_path(root, cfg.dataset, ds)
         if artifact.data["ds"] != ds or artifact.data["snapshot"] != snap:
             raise SnapshotError(f"the latest {name} model ({artifact.version}) was trained on "
@@ -66,8 +69,14 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
         results: dict[str, Any] = {"model": {"name": name, "version": artifact.version},
                                    "baselines": {}, "ds": ds}
         with m.timed("model"):
-            net = artifact.load_model()
-            results["model"].update(_timed(name, lambda u: net.score_all(u, n_items), evaluator,
+            # The weights the validation rows were held out from: a refit model has trained on
+            # them, and measuring it there would flatter it (and the gate that reads this).
+            net = artifact.load_model(fit=True)
+            histories = None
+            if net.reads_history:  # validation users from their training history, as in training
+                histories = read_histories(join(snap, S.HISTORIES), history_length(artifact.config["model"]),
+                                           include_valid=False, users=evaluator.users)
+            results["model"].update(_timed(name, ranker(net, n_items, histories), evaluator,
                                            collect=True))
             top_items, top_scores = evaluator.top_items, evaluator.top_scores
         with m.timed("popularity"):
@@ -100,6 +109,10 @@ def evaluate(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = N
                 verdict = gate.decide(s.gate, results["model"]["metrics"][metric],
                                       results["baselines"]["popularity"]["metrics"][metric], published)
                 results["gate"] = {"passed": verdict.passed, "message": verdict.message}
+        selection = read_selection(root, ds)
+        if selection is not None and selection["winner"]["version"] == artifact.version:
+            results["leaderboard"] = selection["leaderboard"]
+            m.data["leaderboard"] = selection["leaderboard"]
         with m.timed("report"):
             history = json.loads(fsio.read_bytes(join(artifact.path, "history.json")))["epochs"]
             k = e.ks[0]

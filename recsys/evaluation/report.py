@@ -170,6 +170,43 @@ def _table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(out)
 
 
+def _leaderboard_rows(board: list[dict]) -> tuple[str, list[dict]]:
+    """(the metric the night chose by, the measured rows best first); skipped ones apart."""
+    metric = next((k for r in board for k in r if k.startswith("ndcg@") and not k.endswith("_se")), "ndcg@10")
+    measured = sorted((r for r in board if metric in r), key=lambda r: -r[metric])
+    return metric, measured
+
+
+def _leaderboard_table(board: list[dict]) -> str:
+    esc = html.escape
+    metric, measured = _leaderboard_rows(board)
+    recall = metric.replace("ndcg", "recall")
+    out = [f"<table><thead><tr><th>candidate</th><th>{esc(metric)} ± SE</th><th>{esc(recall)} ± SE</th>"
+           "<th>train s</th><th>version</th></tr></thead><tbody>"]
+    for r in measured:
+        name = f"<b>{esc(r['name'])}</b> (published)" if r.get("winner") else esc(r["name"])
+        out.append(f"<tr><td>{name}</td><td>{_fmt(r[metric])} ± {_fmt(r.get(metric + '_se'))}</td>"
+                   f"<td>{_fmt(r.get(recall))} ± {_fmt(r.get(recall + '_se'))}</td>"
+                   f"<td>{_fmt(r.get('train_s'))}</td><td><code>{esc(str(r.get('version', '')))}</code></td></tr>")
+    for r in board:
+        if "skipped" in r:
+            out.append(f"<tr><td>{esc(r['name'])}</td><td colspan=\"4\">skipped: {esc(r['skipped'])}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _plot_leaderboard(board: list[dict]) -> Figure:
+    metric, measured = _leaderboard_rows(board)
+    fig = Figure(figsize=(10, 0.4 * len(measured) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(measured))[::-1]
+    ax.barh(y, [r[metric] for r in measured], xerr=[r.get(metric + "_se", 0) for r in measured],
+            color=["#2e7d32" if r.get("winner") else "#90a4ae" for r in measured])
+    ax.set_yticks(y, [r["name"] for r in measured])
+    ax.set_xlabel(f"validation {metric} (± standard error)")
+    return fig
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0}thead{background:#f2f2f2}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -182,6 +219,7 @@ _CAPTIONS = {
     "metrics.png": "Model against each evaluated baseline, one panel per cut-off K (metrics on a "
                    "0–1 scale; others, such as the popularity percentile, are in the table).",
     "score_distribution.png": "Distribution of the model's scores over its top-K recommendations.",
+    "leaderboard.png": "The night's candidates and blends on the validation rows (green: published).",
     "popularity.png": "Cumulative distribution of item popularity: recommended slots against "
                       "the whole catalogue.",
 }
@@ -206,7 +244,9 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
         else:
             columns.append((name, base["metrics"]))
 
-    figures = {"training_curves.png": _plot_training(history or []),
+    board = results.get("leaderboard") or []
+    figures = {**({"leaderboard.png": _plot_leaderboard(board)} if board else {}),
+               "training_curves.png": _plot_training(history or []),
                "metrics.png": _plot_metrics(columns),
                "score_distribution.png": _plot_scores(score_sample),
                "popularity.png": _plot_popularity(recommended_popularity, catalogue_popularity)}
@@ -234,6 +274,7 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
 {_table(columns)}
 <p>Bold: the best value of the row (↓: lower is better, i.e. less popularity bias).</p>
 {f"<h3>Skipped baselines</h3><ul>{skip_html}</ul>" if skipped else ""}
+{f"<h2>Leaderboard</h2><p>How the night chose: every candidate and blend on the validation rows (first-fit weights), the metric the gate uses.</p>{_leaderboard_table(board)}" if board else ""}
 <h2>Plots</h2>
 {figs}
 </body></html>

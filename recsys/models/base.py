@@ -1,8 +1,15 @@
 """The interface every model implements, so training, evaluation and scoring treat them alike.
 
-A model maps dense user and item ids to scores. Factorised models (`factorised = True`) score
-by a dot product of a user vector and an item vector, which is what lets the scoring job rank
-the whole catalogue with one matrix product per batch of users.
+Two kinds of model:
+- table models (`uses_history = False`: mf, neumf, two_tower) learn a row per user id and score
+  (user id, item id) pairs;
+- history models (`uses_history = True`: sasrec, gru4rec, multvae, ease) compute a user from
+  the user's recent items: `seq` [B, L] item ids in time order, right-aligned, padded on the
+  left with `PAD` (-1). No per-user table: a new user with history is scored like any other.
+
+Factorised models (`factorised = True`) score by a dot product of a user vector (from the id
+or from the history) and an item vector, which is what lets the scoring job rank the whole
+catalogue with one matrix product per batch of users.
 """
 from __future__ import annotations
 
@@ -10,14 +17,48 @@ import torch
 from torch import Tensor, nn
 
 
+PAD = -1  # the padding item id of a history
+
+
 class Recommender(nn.Module):
     """Base class.
 
-    Subclasses implement `score` for arbitrary pairs; factorised ones also `user_vectors` and
-    `item_vectors` with `score(u, i) == user_vectors(u) · item_vectors(i)`.
+    Table models implement `score` for arbitrary pairs; factorised ones also `user_vectors`
+    and `item_vectors` with `score(u, i) == user_vectors(u) · item_vectors(i)`. History
+    models implement `score_histories` (and, when factorised, `history_vectors`).
     """
 
     factorised: bool = True
+    uses_history: bool = False  # the user is their history (no per-user table)
+    n_items: int
+
+    @property
+    def reads_history(self) -> bool:
+        """Whether `score_users` needs the users' histories (a blend may need both)."""
+        return self.uses_history
+
+    def score_users(self, users: Tensor, seq: Tensor | None = None) -> Tensor:
+        """Scores of every item for users [B] (their ids) with histories `seq` [B, L] (history
+        models) -> [B, n_items]: the one call the evaluator makes for any model."""
+        if self.uses_history:
+            if seq is None:
+                raise ValueError(f"{type(self).__name__} scores users from their histories; none given")
+            return self.score_histories(seq)
+        return self.score_all(users, self.n_items)
+
+    max_len: int  # history models: the newest items they read
+
+    def recent(self, seq: Tensor) -> Tensor:
+        """The newest `max_len` columns of `seq` (a blend hands its members its longest one)."""
+        return seq[:, -self.max_len:] if seq.shape[1] > self.max_len else seq
+
+    def history_vectors(self, seq: Tensor) -> Tensor:  # [B, L] -> [B, d]
+        raise NotImplementedError(f"{type(self).__name__} does not read histories")
+
+    def score_histories(self, seq: Tensor) -> Tensor:
+        """Scores of the users whose recent items are `seq` [B, L] -> [B, n_items]."""
+        n_items = self.n_items
+        return self.history_vectors(seq) @ self.item_vectors(torch.arange(n_items, device=seq.device)).T
 
     def user_vectors(self, users: Tensor) -> Tensor:  # [B] -> [B, d]
         raise NotImplementedError(f"{type(self).__name__} is not factorised")

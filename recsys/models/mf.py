@@ -20,6 +20,7 @@ class MatrixFactorization(Recommender):
 
     def __init__(self, n_users: int, n_items: int, dim: int):
         super().__init__()
+        self.n_items = n_items
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
         self.item_bias = nn.Embedding(n_items, 1)

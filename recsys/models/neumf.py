@@ -21,6 +21,7 @@ class NeuMF(Recommender):
 
     def __init__(self, n_users: int, n_items: int, dim: int, hidden: list[int], dropout: float):
         super().__init__()
+        self.n_items = n_items
         half = max(1, hidden[0] // 2)
         self.gmf_user, self.gmf_item = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
         self.mlp_user, self.mlp_item = nn.Embedding(n_users, half), nn.Embedding(n_items, half)

@@ -62,6 +62,7 @@ class TwoTower(Recommender):
     def __init__(self, users: FeatureTable, items: FeatureTable, dim: int, hidden: list[int],
                  dropout: float, id_dropout: float, temperature: float):
         super().__init__()
+        self.n_items = items.n
         self.user_tower = Tower(users, dim, hidden, dropout, id_dropout)
         self.item_tower = Tower(items, dim, hidden, dropout, id_dropout)
         self.scale = 1.0 / math.sqrt(temperature)

@@ -21,6 +21,7 @@ from recsys.config import Config, PrepareConfig, to_dict
 from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
 from recsys.prep import clean, features, split
+from recsys.prep.histories import histories
 from recsys.prep.index import apply_index, build_index
 from recsys.sources import read_log, read_source
 from recsys.storage import Storage, join, resolve_root
@@ -184,7 +185,17 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         valid = flagged.where(F.col(split.VALID_FLAG) & ~F.col("_cold")).select(*columns)
         write_parquet(train, join(staging, S.TRAIN), training_files(train_rows, p))
         write_parquet(valid, join(staging, S.VALID), training_files(valid_rows, p))
-        rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected}
+        kept_rows = flagged.where(~F.col("_cold"))
+        hist = histories(kept_rows, p.history_len, split.VALID_FLAG).localCheckpoint()
+        summary = hist.agg(F.count(F.lit(1)).alias("users"),
+                           F.sum((F.col(S.HISTORY_DROPPED) > 0).cast("long")).alias("truncated_users"),
+                           F.sum(S.HISTORY_DROPPED).alias("dropped_rows")).first().asDict()
+        counts["histories"] = {"history_len": p.history_len, "users": summary["users"],
+                               "truncated_users": summary["truncated_users"] or 0,
+                               "rows_left_out": summary["dropped_rows"] or 0}
+        write_parquet(hist, join(staging, S.HISTORIES), training_files(summary["users"], p))
+        rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected,
+                S.HISTORIES: summary["users"]}
         store = Storage(spark)
         for name, index, key, idx, count_name in (
                 (S.USERS, user_index, S.USER_ID, S.USER_IDX, "n_train"),
@@ -201,4 +212,4 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             rows[name] = rows[index_name] = n
         counts["rows"] = rows
         store.write_json(join(staging, S.COMPLETE_MARKER),
-                         snapshot.marker(m["ds"], rows, m.data["snapshot_time"]))
+                         snapshot.marker(m["ds"], rows, m.data["snapshot_time"], p.history_len))

@@ -82,6 +82,7 @@ class Evaluator:
         self.percentile = None if popularity is None else torch.as_tensor(
             popularity_percentile(popularity.astype(np.float64)))
         self.batch = max(1, batch_cells // max(1, n_items))
+        self.standard_errors: dict[str, float] = {}  # of the last evaluation's per-user metrics
         self.top_items: np.ndarray | None = None  # the last evaluation's top-K lists (collect=True)
         self.top_scores: np.ndarray | None = None
 
@@ -91,6 +92,7 @@ class Evaluator:
         """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'coverage@10': ...}."""
         kmax = min(self.ks[-1], self.n_items)
         sums = {f"{m}@{k}": 0.0 for m in METRICS for k in self.ks}
+        squares = dict.fromkeys(sums, 0.0)
         covered = {k: torch.zeros(self.n_items, dtype=torch.bool) for k in self.ks}
         pct = {k: 0.0 for k in self.ks}
         tops, top_scores = [], []
@@ -108,7 +110,9 @@ class Evaluator:
             top_cpu = top.cpu()
             for k in self.ks:
                 for name, fn in METRICS.items():
-                    sums[f"{name}@{k}"] += float(fn(hits[:, :k], n_rel).sum())
+                    values = fn(hits[:, :k], n_rel)
+                    sums[f"{name}@{k}"] += float(values.sum())
+                    squares[f"{name}@{k}"] += float((values * values).sum())
                 covered[k][top_cpu[:, :k].reshape(-1)] = True
                 if self.percentile is not None:
                     pct[k] += float(self.percentile[top_cpu[:, :k]].mean(1).sum())
@@ -117,6 +121,8 @@ class Evaluator:
                 top_scores.append(scores.gather(1, top).cpu().numpy())
         n = max(1, len(self.users))
         out = {key: value / n for key, value in sums.items()}
+        self.standard_errors = {key: float(np.sqrt(max(squares[key] / n - out[key] ** 2, 0.0) / max(n - 1, 1)))
+                                for key in sums}
         for k in self.ks:
             out[f"coverage@{k}"] = float(covered[k].float().mean())
             if self.percentile is not None:

@@ -42,6 +42,18 @@ def group_ragged(keys: np.ndarray, pair_keys: np.ndarray, pair_values: np.ndarra
     return _runs(pair_values[order], starts, np.searchsorted(sorted_keys, keys, "right") - starts)
 
 
+def ragged_tail(offsets: np.ndarray, flat: np.ndarray, n: int) -> np.ndarray:
+    """The last `n` values of each row of a ragged array, right-aligned in [B, n] and padded on
+    the left with -1: a user's newest items, as the history models read them."""
+    lengths = np.diff(offsets)
+    take = np.minimum(lengths, n)
+    rows = np.repeat(np.arange(len(lengths)), take)
+    pos = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)  # 0.. within each row
+    out = np.full((len(lengths), n), -1, np.int64)
+    out[rows, n - take[rows] + pos] = flat[offsets[1:][rows] - take[rows] + pos]
+    return out
+
+
 def _runs(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The runs flat[starts[i]:starts[i] + lengths[i]], concatenated, with their offsets."""
     new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -17,10 +17,11 @@ from pyspark.sql import functions as F
 
 from recsys import fsio, gate, snapshot, warehouse
 from recsys import schema as S
-from recsys.artifacts import WEIGHTS, Artifact, load_artifact
+from recsys.artifacts import WEIGHTS, Artifact, load_artifact, resolve_model
 from recsys.config import Config, ItemListConfig, to_dict
 from recsys.errors import MissingColumnError
 from recsys.manifest import Manifest
+from recsys.models import history_length, history_only, reads_history
 from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write, score_partition
@@ -37,6 +38,15 @@ def _item_list(spark: SparkSession, cfg: ItemListConfig, item_ids: pd.Series, wh
         raise MissingColumnError(f"{what}: column {cfg.column!r} is missing; it has {', '.join(df.columns)}")
     listed = [r[0] for r in df.select(F.col(cfg.column).cast("string")).distinct().collect()]
     return item_ids.isin(listed).to_numpy()
+
+
+def item_map(model_ids: pd.Series, current_ids: pd.Series) -> np.ndarray | None:
+    """current item_idx -> the model's item_idx (-1 for an item the model never saw), or None
+    when both snapshots number the same items the same way."""
+    if len(model_ids) == len(current_ids) and (model_ids.to_numpy() == current_ids.to_numpy()).all():
+        return None
+    position = pd.Series(np.arange(len(model_ids)), index=model_ids.to_numpy())
+    return position.reindex(current_ids.to_numpy()).fillna(-1).to_numpy(np.int64)
 
 
 def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snapshot.Snapshot) -> Plan:
@@ -73,15 +83,17 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snaps
         weights=fsio.read_bytes(join(artifact.path, WEIGHTS)), item_ids=item_ids.tolist(),
         top_n=s.top_n, candidates=max(s.candidates, s.top_n), blocked=blocked, category=category,
         cap=s.max_per_category, popular=pop_items[: s.top_n][keep],
-        popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells)
+        popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells,
+        max_len=history_length(artifact.config["model"]))
 
 
 def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,
-                   parts: int) -> DataFrame:
+                   parts: int, with_time: bool = False) -> DataFrame:
     """The scorer's input (see scorer.py), hash-partitioned by user into `parts` partitions:
-    a row (user_idx, user_id, source) per user to score and a row (user_idx, item_idx) per
-    item of their history. The scorer groups the history itself: one shuffle, where a
-    collect_list per user and a join cost three (and twice the time, bench-score)."""
+    a row (user_idx, user_id, source) per user to score and a row (user_idx, item_idx[, ts])
+    per item of their history (`with_time`: history models read it in time order). The scorer
+    groups the history itself: one shuffle, where a collect_list per user and a join cost
+    three (and twice the time, bench-score)."""
     s = cfg.score
     index = spark.read.parquet(snap.dataset(S.USER_INDEX))
     feats = spark.read.parquet(snap.dataset(S.USERS)).select(S.USER_IDX, "n_train", "recency_days")
@@ -93,17 +105,19 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
         users = users.join(wanted.select(F.col(S.USER_ID).cast("string")).distinct(), S.USER_ID)
     if s.active_days is not None:
         users = users.where(F.col("recency_days") <= s.active_days)
-    history = (spark.read.parquet(snap.dataset(S.TRAIN)).select(S.USER_IDX, S.ITEM_IDX)
-               .unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(S.USER_IDX, S.ITEM_IDX)))
+    cols = [S.USER_IDX, S.ITEM_IDX] + ([F.col(S.TS).cast("long").alias(S.TS)] if with_time else [])
+    history = (spark.read.parquet(snap.dataset(S.TRAIN)).select(*cols)
+               .unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(*cols)))
     if s.users_table is not None or s.active_days is not None:  # only the chosen users' history
         history = history.join(users.select(S.USER_IDX), S.USER_IDX, "left_semi")
     trained = F.coalesce(F.col("n_train"), F.lit(0)) > 0
     source = (F.when(trained, F.lit("model"))
               .when(F.lit(has_towers), F.lit("features")).otherwise(F.lit(POPULAR)))
     no_string, no_item = F.lit(None).cast("string"), F.lit(None).cast("int")
-    rows = users.select(S.USER_IDX, S.USER_ID, source.alias("source"), no_item.alias(S.ITEM_IDX))
+    no_time = [F.lit(None).cast("long").alias(S.TS)] if with_time else []
+    rows = users.select(S.USER_IDX, S.USER_ID, source.alias("source"), no_item.alias(S.ITEM_IDX), *no_time)
     rows = rows.unionByName(history.select(S.USER_IDX, no_string.alias(S.USER_ID),
-                                           no_string.alias("source"), S.ITEM_IDX))
+                                           no_string.alias("source"), S.ITEM_IDX, *([S.TS] if with_time else [])))
     return rows.repartition(parts, S.USER_IDX)
 
 
@@ -145,16 +159,24 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
     """Score users with the artifact `version` (default: latest) and publish partition `ds`,
     if it passes the publish gate (or `force`)."""
     s = cfg.score
-    name = s.model or cfg.train.model
     root = resolve_root(cfg.paths.root)
     m = Manifest("score", ds, to_dict(cfg))
     store = Storage(spark)
     with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "score.json"), data)):
         warehouse.check_table_name(s.table)
-        artifact = load_artifact(root, name, version)
-        snap = snapshot.Snapshot(artifact.data["snapshot"])
+        name, selected = resolve_model(root, s.model or cfg.train.model)
+        artifact = load_artifact(root, name, version or selected)
+        model_snap = snapshot.Snapshot(artifact.data["snapshot"])
+        spec = artifact.config["model"]
+        # A history model reads users from their history as of this ds, whichever snapshot it
+        # was trained on; a table model can only score the users of its own snapshot.
+        snap = model_snap
+        current = snapshot.snapshot_path(root, cfg.dataset, ds)
+        if history_only(spec) and current != model_snap.path and fsio.exists(join(current, S.COMPLETE_MARKER)):
+            snap = snapshot.at(current)
         m.data["inputs"] = {"model": name, "version": artifact.version, "artifact": artifact.path,
-                            "snapshot": snap.path, "model_ds": artifact.data["ds"]}
+                            "snapshot": model_snap.path, "model_ds": artifact.data["ds"],
+                            "histories_from": snap.path}
         with m.timed("check"):
             with ThreadPoolExecutor(1) as pool:
                 # On a fresh driver the metastore client's start and the first Spark job each
@@ -172,11 +194,14 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
                     log.warning("publishing despite the gate (--force): %s", verdict.message)
             m.data["forced"] = force
         with m.timed("plan"):
-            plan = build_plan(spark, cfg, artifact, snap)
-            rows = artifact.data.get("rows", {})  # the snapshot's: upper bounds of what is read
-            parts = _partitions(spark, artifact.config["model"]["n_users"],
+            plan = build_plan(spark, cfg, artifact, model_snap)
+            if snap is not model_snap:
+                plan.item_map = item_map(pd.Series(plan.item_ids), snapshot.read_item_ids(snap))
+            rows = snap.rows or artifact.data.get("rows", {})  # upper bounds of what is read
+            parts = _partitions(spark, rows.get(S.USER_INDEX, artifact.config["model"]["n_users"]),
                                 rows.get(S.TRAIN, 0) + rows.get(S.VALID, 0))
-            users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts)
+            users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts,
+                                   with_time=reads_history(spec))
         with m.timed("score_and_write"):
             bc = spark.sparkContext.broadcast(plan)
             write = write_with_arrow if s.writer == "arrow" else write_with_spark

@@ -3,7 +3,9 @@ the users of a partition into ranked rows with one matrix product and one top-k 
 
 Input (Arrow, all rows of one user in one partition): one row per user to score (`user_idx`,
 `user_id`, `source`: `model`, `features` or `popular`; `item_idx` null) and one per item in a
-user's history (`user_idx`, `item_idx`), which are never recommended to that user. The ranked
+user's history (`user_idx`, `item_idx`, and for history models `ts`), which are never
+recommended to that user. History models read the user from the newest `max_len` of those
+items, in time order (ties by item id, as the splits break them). The ranked
 rows either go back to Spark's writer (`score_partition`) or are written by the worker itself
 (`score_and_write`, see writer.py).
 """
@@ -22,7 +24,8 @@ import torch
 from recsys import faults
 from recsys.models import build_model
 from recsys.score import writer
-from recsys.ranking.topk import CAP_HEADROOM, cap_per_category, exclude_, group_ragged, take_ragged, top_n
+from recsys.ranking.topk import (CAP_HEADROOM, cap_per_category, exclude_, group_ragged, ragged_tail,
+                                 take_ragged, top_n)
 
 OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
 SOURCES = writer.SOURCES
@@ -52,6 +55,10 @@ class Plan:
     popular: np.ndarray  # item_idx of the popularity list, best first (rules applied)
     popular_scores: np.ndarray
     batch_cells: int
+    max_len: int | None = None  # history models: the newest items a user is read from
+    # History models scoring a newer snapshot than they were trained on: its item_idx -> the
+    # model's (-1: an item the model does not know). None: the same item ids.
+    item_map: np.ndarray | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per score job
     fault: str | None = field(default_factory=faults.current)  # for the failure tests
 
@@ -66,10 +73,11 @@ class Scorer:
         self.model.load_state_dict(torch.load(io.BytesIO(plan.weights), weights_only=True))
         self.model.eval()
         items = torch.arange(len(plan.item_ids))
+        self.two_stage = hasattr(self.model, "candidate_item_vectors")
         with torch.no_grad():
             if self.model.factorised:
                 self.item_vectors = self.model.item_vectors(items)
-            else:
+            elif self.two_stage:
                 self.item_vectors = self.model.candidate_item_vectors(items)
         self.item_ids = pa.array(plan.item_ids, pa.string())
         self.blocked = (torch.as_tensor(np.flatnonzero(plan.blocked))
@@ -87,17 +95,24 @@ class Scorer:
         u = torch.as_tensor(users, dtype=torch.long)
         want = p.top_n if self.category is None else min(len(p.item_ids), CAP_HEADROOM * p.top_n)
         block = self.block[:len(u)]
-        if self.model.factorised:
-            scores = torch.mm(self.model.user_vectors(u), self.item_vectors.T, out=block)
-            items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
-        else:  # two stages: factorised candidates, then the full model on those alone
-            scores = torch.mm(self.model.candidate_user_vectors(u), self.item_vectors.T, out=block)
+        model = self.model
+        # History models read the user from their newest items (`seen` is in time order).
+        seq = torch.as_tensor(ragged_tail(offsets, seen, p.max_len)) if model.reads_history else None
+        if self.two_stage:  # factorised candidates, then the full model on those alone
+            scores = torch.mm(model.candidate_user_vectors(u), self.item_vectors.T, out=block)
             cand, cand_scores = top_n(exclude_(scores, offsets, seen, self.blocked), None,
                                       max(want, p.candidates))
-            full = self.model.score(u, cand).masked_fill(~torch.isfinite(cand_scores), float("-inf"))
+            full = model.score(u, cand).masked_fill(~torch.isfinite(cand_scores), float("-inf"))
             values, order = torch.sort(full, dim=1, descending=True)
             items = cand.gather(1, order)[:, :want]
             values = values[:, :want]
+        else:
+            if model.factorised:  # one matrix product with the item vectors computed once
+                vectors = model.history_vectors(seq) if model.uses_history else model.user_vectors(u)
+                scores = torch.mm(vectors, self.item_vectors.T, out=block)
+            else:  # ease, blends
+                scores = model.score_users(u, seq)
+            items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
         if self.category is not None:
             items, values = cap_per_category(items, values, self.category, p.cap, p.top_n)
         return items[:, :p.top_n].numpy(), values[:, :p.top_n].numpy()
@@ -134,15 +149,24 @@ class Scorer:
                 faults.maybe_fail("score_batch", self.plan.fault)
 
 
-def split_input(table: pa.Table) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_input(table: pa.Table, item_map: np.ndarray | None = None
+                ) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A partition's rows -> user ids, user_idx, sources, and each user's seen items (offsets,
-    flat), the arguments of `Scorer.score_users`."""
+    flat; in time order when the rows carry `ts`), the arguments of `Scorer.score_users`."""
     is_user = table.column("item_idx").is_null()
     users = table.filter(is_user)
     history = table.filter(pc.invert(is_user))
     user_idx = users.column("user_idx").to_numpy()
-    offsets, seen = group_ragged(user_idx, history.column("user_idx").to_numpy(),
-                                 history.column("item_idx").to_numpy())
+    pair_users = history.column("user_idx").to_numpy()
+    pair_items = history.column("item_idx").to_numpy()
+    if "ts" in table.column_names:  # group_ragged's sort is stable: each run stays in this order
+        order = np.lexsort((pair_items, history.column("ts").to_numpy()))
+        pair_users, pair_items = pair_users[order], pair_items[order]
+    if item_map is not None:
+        pair_items = item_map[pair_items]
+        known = pair_items >= 0
+        pair_users, pair_items = pair_users[known], pair_items[known]
+    offsets, seen = group_ragged(user_idx, pair_users, pair_items)
     return (users.column("user_id").combine_chunks(), user_idx,
             users.column("source").to_numpy(zero_copy_only=False), offsets, seen)
 
@@ -165,7 +189,7 @@ def _ranked(plan: Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[Ranked]:
     batches = list(batches)
     if not batches:
         return
-    yield from _scorer(plan).score_users(*split_input(pa.Table.from_batches(batches)))
+    yield from _scorer(plan).score_users(*split_input(pa.Table.from_batches(batches), plan.item_map))
 
 
 def score_partition(plan_broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -1,9 +1,14 @@
 """The training function TorchDistributor runs on every worker.
 
-`train_worker(spec)` knows nothing about Spark: it reads its shard with Petastorm, samples
-negatives, steps DDP, evaluates on rank 0, checkpoints every epoch and returns the history.
+`train_worker(spec)` knows nothing about Spark: it reads its shard with Petastorm, steps DDP,
+validates on rank 0, checkpoints every epoch and returns the history. Two phases:
+- `fit`: on the training split, with early stopping on validation NDCG@K, which picks the
+  number of epochs;
+- `refit` (`train.refit`, on by default): from the same initial weights, that many epochs on
+  train + valid, without validation. These are the weights that are published: the model has
+  seen everything it will be asked about; the gate still uses the fit's validation numbers.
 Seeds are derived from (seed, epoch, rank) at the start of each epoch, so a run resumed from a
-checkpoint continues exactly as the uninterrupted run would have.
+checkpoint (in either phase) continues exactly as the uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -27,22 +32,13 @@ from recsys.config import TrainConfig
 from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
-from recsys.ranking.evaluator import Evaluator, popularity
-from recsys.snapshot import read_pairs
 from recsys.train import distributed as D
-from recsys.train.losses import LOSSES
-from recsys.train.negatives import NegativeSampler
-from recsys.train.reader import open_shard, rebatch
+from recsys.train.reader import open_shards, rebatch
+from recsys.train.tasks import CHECKSUM_MOD, TASKS, Task
+from recsys.train.validation import Validation, item_counts
 
 log = logging.getLogger("recsys.train")
-COLUMNS = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT]
-CHECKSUM_MOD = 2**61 - 1
-
-
-def pair_checksum(users: np.ndarray, items: np.ndarray, n_items: int) -> int:
-    """Order-free fingerprint of a set of rows: sum of (user * n_items + item), modulo a prime."""
-    keys = users.astype(np.int64) * n_items + items.astype(np.int64)
-    return int(keys.sum() % CHECKSUM_MOD)
+FIT, REFIT = "fit", "refit"
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:
@@ -76,102 +72,123 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         D.shutdown(ctx)
 
 
+class Run:
+    """A model, its objective (wrapped in DDP) and optimiser, built from the same seed each time,
+    so the refit starts from exactly the weights the fit started from."""
+
+    def __init__(self, ctx: D.DistContext, spec: dict[str, Any], t: TrainConfig, task: Task,
+                 features: tuple):
+        torch.manual_seed(t.seed)  # the same initial weights on every rank, and in each phase
+        self.model = build_model(spec["model"], *features).to(ctx.device)
+        objective = task.objective(self.model).to(ctx.device)
+        # Feature buffers never change: no need to broadcast them every step.
+        self.net = DDP(objective, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                       broadcast_buffers=False) if ctx.distributed else objective
+        self.opt = torch.optim.Adam(objective.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=t.epochs)
+                      if t.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(self.opt, 1.0, 1))
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict()}
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+
+
 def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
     t = TrainConfig(**spec["train"])
-    paths, model_spec, n_items = spec["paths"], spec["model"], spec["model"]["n_items"]
-    torch.manual_seed(t.seed)  # the same initial weights on every rank
-    users_f = items_f = None
-    if model_spec["model"] == "two_tower":
-        users_f = load_features(paths["users"], S.USER_IDX, "n_train")
-        items_f = load_features(paths["items"], S.ITEM_IDX, "popularity")
-    model = build_model(model_spec, users_f, items_f).to(ctx.device)
-    # Feature buffers never change: no need to broadcast them every step.
-    net = DDP(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-              broadcast_buffers=False) \
-        if ctx.distributed else model
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
-             if t.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(opt, 1.0, 1))
-    train_users, train_items = read_pairs(paths["train"])
-    counts = np.bincount(train_items, minlength=n_items)
-    sampler = NegativeSampler(n_items, counts if t.negative_sampling == "popularity" else None,
-                              t.popularity_alpha)
-    loss_fn = LOSSES[spec["loss"]]
-    k = t.eval_k
+    paths, n_items = spec["paths"], spec["model"]["n_items"]
+    features: tuple = ()
+    if spec["model"]["model"] == "two_tower":
+        features = (load_features(paths[S.USERS], S.USER_IDX, "n_train"),
+                    load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
+    task = TASKS[spec["task"]](spec, t, item_counts(paths[S.TRAIN], n_items))
+    validation = Validation(paths, n_items, t, task.uses_history) if ctx.is_main else None
+    run = Run(ctx, spec, t, task, features)
 
-    state = {"epoch": -1, "history": [], "best": -1.0, "best_epoch": -1, "bad_epochs": 0}
+    state = {"phase": FIT, "epoch": -1, "history": [], "refit": [], "best": -1.0, "best_epoch": -1,
+             "bad_epochs": 0}
     last, best = f"{spec['run_dir']}/last.pt", f"{spec['run_dir']}/best.pt"
     if spec["resume"] and fsio.exists(last):
         ckpt = load_state(last)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        run.load(ckpt)
         state = ckpt["state"]
-        log.info("resumed from %s after epoch %d", last, state["epoch"])
+        log.info("resumed from %s after %s epoch %d", last, state["phase"], state["epoch"])
 
-    evaluator, baseline = None, None
-    if ctx.is_main:
-        valid_users, valid_items = read_pairs(paths["valid"])
-        evaluator = Evaluator(valid_users, valid_items, train_users, train_items, n_items,
-                              ks=(k,), max_users=t.eval_users, seed=t.seed)
-        baseline = evaluator.evaluate(popularity(train_items, n_items))
-        log.info("popularity baseline: ndcg@%d %.4f over %d users", k, baseline[f"ndcg@{k}"],
-                 baseline["users"])
-    del train_users, train_items
+    if state["phase"] == FIT:
+        stop = state["bad_epochs"] >= t.patience  # a resumed run that had already stopped
+        for epoch in range(state["epoch"] + 1, t.epochs):
+            if stop:
+                break
+            stats = _epoch(ctx, run, task, t, FIT, epoch)
+            run.sched.step()
+            record = {"epoch": epoch, **stats, "lr": run.opt.param_groups[0]["lr"]}
+            if ctx.is_main:
+                metrics = validation.evaluate(run.model, ctx.device)
+                record.update({f"valid_{key}": v for key, v in metrics.items()})
+                score = metrics[f"ndcg@{t.eval_k}"]
+                if score > state["best"]:
+                    state.update(best=score, best_epoch=epoch, bad_epochs=0)
+                    save_state(best, run.model.state_dict())
+                else:
+                    state["bad_epochs"] += 1
+                state["epoch"] = epoch
+                state["history"].append(record)
+                save_state(last, {**run.state(), "state": state})
+                stop = state["bad_epochs"] >= t.patience
+                log.info("epoch %d: loss %.4f, %.0f rows/s, data wait %.1f%%, ndcg@%d %.4f%s",
+                         epoch, record["loss"], record["samples_per_s"],
+                         100 * record["data_wait_share"], t.eval_k, score,
+                         " (best)" if state["best_epoch"] == epoch else "")
+            maybe_fail("train_epoch_end", rank=ctx.rank, epoch=epoch, phase=FIT)
+            stop = D.from_main(ctx, stop)
+        if t.refit:
+            state.update(phase=REFIT, epoch=-1)
+            run = Run(ctx, spec, t, task, features)
 
-    for epoch in range(state["epoch"] + 1, t.epochs):
-        stats = _epoch(ctx, net, opt, loss_fn, sampler, spec, t, epoch)
-        sched.step()
-        record = {"epoch": epoch, **stats, "lr": opt.param_groups[0]["lr"]}
-        stop = False
+    if t.refit:
+        epochs = D.from_main(ctx, state["best_epoch"] + 1)
+        for epoch in range(state["epoch"] + 1, epochs):
+            stats = _epoch(ctx, run, task, t, REFIT, epoch)
+            run.sched.step()
+            if ctx.is_main:
+                state["refit"].append({"epoch": epoch, **stats, "lr": run.opt.param_groups[0]["lr"]})
+                state["epoch"] = epoch
+                save_state(last, {**run.state(), "state": state})
+                log.info("refit epoch %d of %d: loss %.4f, %.0f rows/s", epoch, epochs - 1,
+                         stats["loss"], stats["samples_per_s"])
+            maybe_fail("train_epoch_end", rank=ctx.rank, epoch=epoch, phase=REFIT)
         if ctx.is_main:
-            model.eval()
-            metrics = evaluator.evaluate(lambda u: model.score_all(u, n_items), ctx.device)
-            record.update({f"valid_{key}": v for key, v in metrics.items()})
-            score = metrics[f"ndcg@{k}"]
-            if score > state["best"]:
-                state.update(best=score, best_epoch=epoch, bad_epochs=0)
-                save_state(best, model.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            state["history"].append(record)
-            save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "state": state})
-            stop = state["bad_epochs"] >= t.patience
-            log.info("epoch %d: loss %.4f, %.0f samples/s, data wait %.1f%%, ndcg@%d %.4f%s",
-                     epoch, record["loss"], record["samples_per_s"],
-                     100 * record["data_wait_share"], k, score, " (best)" if
-                     state["best_epoch"] == epoch else "")
-        maybe_fail("train_epoch_end", rank=ctx.rank, epoch=epoch)
-        if D.from_main(ctx, stop):
-            break
+            save_state(f"{spec['run_dir']}/refit.pt", run.model.state_dict())
     result = None
     if ctx.is_main:
-        result = {"history": state["history"], "best_epoch": state["best_epoch"],
-                  "best_ndcg": state["best"], "baseline": baseline, "eval_k": k,
+        result = {"history": state["history"], "refit": state["refit"] if t.refit else None,
+                  "best_epoch": state["best_epoch"], "best_ndcg": state["best"],
+                  "baseline": validation.baseline, "eval_k": t.eval_k,
                   "world": ctx.world, "device": str(ctx.device)}
     # TorchDistributor keeps whichever rank's return value is written last: give all the same.
     return D.from_main(ctx, result)
 
 
-def _epoch(ctx: D.DistContext, net, opt, loss_fn, sampler: NegativeSampler,
-           spec: dict[str, Any], t: TrainConfig, epoch: int) -> dict[str, Any]:
+def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
+           epoch: int) -> dict[str, Any]:
     """One pass over this rank's shard; every rank steps the same number of times."""
-    net.train()
+    run.net.train()
     torch.manual_seed(t.seed * 1_000_003 + epoch * 1009 + ctx.rank)  # dropout
     gen = torch.Generator().manual_seed(t.seed * 7919 + epoch * 31 + ctx.rank)
     rng = np.random.default_rng([t.seed, epoch, ctx.rank])
-    n_items = spec["model"]["n_items"]
     steps = rows = 0
     checksum, loss_sum, wait = 0, 0.0, 0.0
     filler = None
     start = time.perf_counter()
-    estimate = spec["train_rows"] // (ctx.world * t.batch_size) + 1
-    with open_shard(spec["train_url"], COLUMNS, shard=ctx.rank, shards=ctx.world,
-                    seed=t.seed + epoch, workers=t.reader_workers) as groups:
-        batches = rebatch(groups, t.batch_size, t.shuffle_buffer, rng)
-        bar = tqdm(total=estimate, desc=f"epoch {epoch}", disable=not ctx.is_main,
+    estimate = task.rows(phase) // (ctx.world * task.batch_size) + 1
+    with open_shards(task.urls(phase), task.columns, shard=ctx.rank, shards=ctx.world,
+                     seed=t.seed + epoch, workers=t.reader_workers) as groups:
+        batches = rebatch(groups, task.batch_size, task.buffer, rng)
+        bar = tqdm(total=estimate, desc=f"{phase} epoch {epoch}", disable=not ctx.is_main,
                    file=sys.stderr, mininterval=5, leave=False)
         while True:
             t0 = time.perf_counter()
@@ -183,29 +200,16 @@ def _epoch(ctx: D.DistContext, net, opt, loss_fn, sampler: NegativeSampler,
             if real:
                 filler = {c: v[:1] for c, v in batch.items()}
             else:  # this shard is done but another is not: a zero-weight step keeps DDP in step
-                batch = filler or {S.USER_IDX: np.zeros(1, np.int32),
-                                   S.ITEM_IDX: np.zeros(1, np.int32),
-                                   S.WEIGHT: np.ones(1, np.float32)}
-            users = torch.as_tensor(batch[S.USER_IDX], dtype=torch.long)
-            pos = torch.as_tensor(batch[S.ITEM_IDX], dtype=torch.long)
-            weight = torch.as_tensor(batch[S.WEIGHT], dtype=torch.float32)
-            weight = torch.log1p(weight.clamp(min=0)) / np.log(2.0) if t.use_weights \
-                else torch.ones_like(weight)
-            if not real:
-                weight = torch.zeros_like(weight)
-            neg = sampler.sample(len(users), t.negatives, gen)
-            items = torch.cat([pos.unsqueeze(1), neg], dim=1)
-            scores = net(users.to(ctx.device), items.to(ctx.device))
-            loss = loss_fn(scores[:, 0], scores[:, 1:], weight.to(ctx.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                batch = filler or task.empty_batch()
+            step = task.step(run.net, batch, real, phase, epoch, gen, ctx.device)
+            run.opt.zero_grad(set_to_none=True)
+            step.loss.backward()
+            run.opt.step()
             steps += 1
             if real:
-                rows += len(users)
-                loss_sum += loss.item() * len(users)
-                checksum = (checksum + pair_checksum(batch[S.USER_IDX], batch[S.ITEM_IDX], n_items)) \
-                    % CHECKSUM_MOD
+                rows += step.rows
+                loss_sum += step.loss.item() * step.rows
+                checksum = (checksum + step.checksum) % CHECKSUM_MOD
             bar.update(1)
             maybe_fail("train_step", rank=ctx.rank, epoch=epoch, step=steps)
         bar.close()
@@ -223,4 +227,3 @@ def _epoch(ctx: D.DistContext, net, opt, loss_fn, sampler: NegativeSampler,
         "data_wait_share": max(p["wait"] / max(p["elapsed"], 1e-9) for p in per_rank),
         "seconds": max(p["elapsed"] for p in per_rank),
     }
-

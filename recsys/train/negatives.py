@@ -20,6 +20,12 @@ class NegativeSampler:
             w = np.power(popularity.astype(np.float64) + 1.0, alpha)
             self.cdf = torch.as_tensor(np.cumsum(w) / w.sum(), dtype=torch.float64)
 
+    def probabilities(self) -> Tensor:
+        """[n_items] the probability of drawing each item."""
+        if self.cdf is None:
+            return torch.full((self.n_items,), 1.0 / self.n_items, dtype=torch.float64)
+        return torch.diff(self.cdf, prepend=torch.zeros(1, dtype=torch.float64))
+
     def sample(self, batch: int, k: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:
             return torch.randint(0, self.n_items, (batch, k), generator=generator)

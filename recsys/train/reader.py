@@ -12,6 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
+from recsys import fsio
+
 with warnings.catch_warnings():  # pyarrow 14's legacy API, used on purpose (see DESIGN.md)
     warnings.simplefilter("ignore")
     from petastorm import make_batch_reader
@@ -20,7 +22,7 @@ Batch = dict[str, np.ndarray]
 
 
 @contextmanager
-def open_shard(url: str, columns: list[str], *, shard: int, shards: int, seed: int,
+def open_shard(url: str | list[str], columns: list[str], *, shard: int, shards: int, seed: int,
                workers: int = 1) -> Iterator[Iterator[Batch]]:
     """Row groups of shard `shard` of `shards`, once, in an order fixed by `seed`.
 
@@ -37,6 +39,24 @@ def open_shard(url: str, columns: list[str], *, shard: int, shards: int, seed: i
     finally:
         reader.stop()
         reader.join()
+
+
+def parquet_files(url: str) -> list[str]:
+    """The Parquet files of a dataset directory, as URLs (Spark's `_SUCCESS` and hidden files
+    left out)."""
+    names = [n for n in fsio.listdir(url) if n.endswith(".parquet") and not n.startswith(("_", "."))]
+    return [f"{url.rstrip('/')}/{n}" for n in names]
+
+
+@contextmanager
+def open_shards(urls: list[str], columns: list[str], *, shard: int, shards: int, seed: int,
+                workers: int = 1) -> Iterator[Iterator[Batch]]:
+    """`open_shard` over one dataset or several with the same columns (e.g. train and valid
+    for a refit): Petastorm takes a list of files, so the row groups of all of them are
+    shuffled and sharded together."""
+    target = urls[0] if len(urls) == 1 else [f for url in urls for f in parquet_files(url)]
+    with open_shard(target, columns, shard=shard, shards=shards, seed=seed, workers=workers) as groups:
+        yield groups
 
 
 def _take(batch: Batch, idx) -> Batch:

@@ -1,0 +1,43 @@
+"""Per-user histories for the history models: the newest rows of each user in time order.
+
+One row per user with fixed-length lists (Petastorm reads a list column whose rows all have one
+length as a 2-D array, and refuses lists of unequal length: see DESIGN.md), padded on the left,
+so the newest item is always in the last position. Ties in time are broken by item id, as the
+splits break them: of two rows with one timestamp, the higher item id counts as the newer.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys import schema as S
+
+
+def histories(rows: DataFrame, length: int, valid_flag: str) -> DataFrame:
+    """`rows` (user_idx, item_idx, ts, weight and the boolean `valid_flag`) -> one row per user:
+    user_idx, length, dropped, items, ts, weights, valid (see `recsys.snapshot`)."""
+    newest_first = Window.partitionBy(S.USER_IDX).orderBy(F.col(S.TS).desc(), F.col(S.ITEM_IDX).desc())
+    recent = (rows.withColumn("_rn", F.row_number().over(newest_first))
+              .withColumn("_total", F.count(F.lit(1)).over(Window.partitionBy(S.USER_IDX)))
+              .where(F.col("_rn") <= length))
+    entry = F.struct(F.col(S.TS).cast("long").alias("t"), F.col(S.ITEM_IDX).alias("i"),
+                     F.col(S.WEIGHT).cast("float").alias("w"),
+                     F.col(valid_flag).cast("tinyint").alias("v"))
+    grouped = recent.groupBy(S.USER_IDX).agg(
+        F.sort_array(F.collect_list(entry)).alias("_h"), F.first("_total").alias("_total"))
+    n = F.size("_h")
+    pad = F.lit(length) - n
+
+    def padded(field: str, fill, kind: str):
+        return F.concat(F.array_repeat(F.lit(fill).cast(kind), pad),
+                        F.transform("_h", lambda x: x[field]))
+
+    return grouped.select(
+        F.col(S.USER_IDX).cast("int").alias(S.USER_IDX),
+        n.cast("int").alias(S.HISTORY_LENGTH),
+        (F.col("_total") - n).cast("int").alias(S.HISTORY_DROPPED),
+        padded("i", -1, "int").alias(S.HISTORY_ITEMS),
+        padded("t", 0, "long").alias(S.HISTORY_TS),
+        padded("w", 0.0, "float").alias(S.HISTORY_WEIGHTS),
+        padded("v", 0, "tinyint").alias(S.HISTORY_VALID),
+    )

@@ -1,0 +1,103 @@
+"""What a training step optimises, per kind of model, kept apart from the models (as torchrec's
+DLRMTrain is): a wrapper module whose forward returns the loss, so DDP wraps it whole and what
+is saved and served carries no training code.
+
+Every loss takes `weight` [B], one factor per row of the batch: implicit confidence for pairs,
+1 for a user's history, and 0 for the filler rows a rank feeds when its shard has run out (so
+every rank takes the same number of steps without counting a row twice).
+
+- `PairObjective` (mf, neumf, two_tower): a positive and sampled negatives per row, BPR, log
+  loss or sampled softmax (`losses.py`); the softmax of a factorised model is over the whole
+  catalogue when it has at most `full_softmax_max_items` items.
+- `NextItemObjective` (sasrec, gru4rec): the next item at every position of the history, by
+  cross-entropy over the whole catalogue, or above `full_softmax_max_items` over the positives
+  and shared sampled negatives with the logQ correction (Yi et al., 2019).
+- `MultVAEObjective` (multvae): the multinomial log-likelihood of the user's items plus beta x
+  the KL divergence of the latent (Liang et al., 2018).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from recsys.models import Recommender
+from recsys.models.autoencoders import bag
+
+
+def _weighted_mean(loss: Tensor, weight: Tensor) -> Tensor:
+    return (loss * weight).sum() / weight.sum().clamp(min=1e-6)
+
+
+class PairObjective(nn.Module):
+    """users [B], items [B, 1 + K] (the positive first), weight [B] -> loss. With `full`
+    (a factorised model, the softmax loss, a catalogue that fits), items is [B, 1] and the
+    positive competes with every item of the catalogue instead of K sampled ones."""
+
+    def __init__(self, model: Recommender, loss: Callable[[Tensor, Tensor, Tensor], Tensor],
+                 full: bool = False, l2: float = 0.0):
+        super().__init__()
+        self.model, self.loss, self.full, self.l2 = model, loss, full, l2
+
+    def forward(self, users: Tensor, items: Tensor, weight: Tensor) -> Tensor:
+        if self.full:
+            catalogue = torch.arange(self.model.n_items, device=users.device)
+            u = self.model.user_vectors(users)
+            logits = u @ self.model.item_vectors(catalogue).T
+            ce = torch.logsumexp(logits, dim=1) - logits.gather(1, items[:, :1]).squeeze(1)
+            loss = _weighted_mean(ce, weight)
+        else:
+            scores = self.model(users, items)
+            loss = self.loss(scores[:, 0], scores[:, 1:], weight)
+        if self.l2 > 0 and self.model.factorised:  # per occurrence, as ALS-WR weighs its penalty
+            u = self.model.user_vectors(users)
+            i = self.model.item_vectors(items[:, 0])
+            loss = loss + self.l2 * _weighted_mean((u * u).sum(1) + (i * i).sum(1), weight)
+        return loss
+
+
+class NextItemObjective(nn.Module):
+    """seq [B, L] (right-aligned, PAD -1), weight [B], optional shared negatives [K] and the log
+    of each item's expected count in such a sample, log(K q_i) [n_items] -> mean cross-entropy
+    over the real (input, next) positions."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: Tensor, weight: Tensor, negatives: Tensor | None = None,
+                log_q: Tensor | None = None) -> Tensor:
+        inputs, targets = seq[:, :-1], seq[:, 1:]
+        states = self.model(inputs)  # [B, L-1, d]
+        mask = (inputs >= 0) & (targets >= 0)
+        h, y = states[mask], targets[mask]
+        w = weight.unsqueeze(1).expand_as(mask)[mask]
+        table = self.model.item.weight[: self.model.n_items]
+        if negatives is None:
+            ce = F.cross_entropy(h @ table.T, y, reduction="none")
+        else:
+            # logQ correction on every candidate: frequently sampled items count less.
+            pos = (h * table[y]).sum(1, keepdim=True) - log_q[y].unsqueeze(1)
+            neg = h @ table[negatives].T - log_q[negatives]
+            neg = neg.masked_fill(negatives.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
+            logits = torch.cat([pos, neg], dim=1)
+            ce = torch.logsumexp(logits, dim=1) - pos.squeeze(1)
+        return _weighted_mean(ce, w)
+
+
+class MultVAEObjective(nn.Module):
+    """seq [B, L], weight [B], beta -> mean over users of -log-likelihood + beta * KL."""
+
+    def __init__(self, model: Recommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: Tensor, weight: Tensor, beta: float) -> Tensor:
+        logits, mu, logvar = self.model(seq)
+        ids, real = bag(seq, self.model.n_items)
+        log_p = F.log_softmax(logits, dim=1)
+        nll = -(log_p.gather(1, ids.clamp(max=self.model.n_items - 1)) * real).sum(1)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        return _weighted_mean(nll + beta * kl, weight)
