@@ -14,6 +14,9 @@ artifact with random factors (std 0.1), then in one run measures users/s of
      top_k (recsys.score.topn), the limit of the algorithm the job runs.
 Goals, on the job's users/s: >= 5x ALS and >= 0.5x torch. `--large` runs only the score job
 (once) at 1M x 100k and compares its cost per user x item with the default run's JSON.
+`--blend` scores, in one run, two `mf` artifacts alone and a blend of the two (per-user
+standardised scores, the night's blend artifact): goal, the blend's scoring stage costs no
+more than the sum of its members'.
 
     .venv/bin/python tests/benchmarks/bench_score.py [--users 200000 --items 20000] [--large]
 """
@@ -136,11 +139,13 @@ def build_artifact(root: str, snap: str, rows: dict, rank: int, seed: int) -> tu
     return user, item
 
 
-def run_score(root: str, n_users: int, top_n: int, writer: str = "arrow") -> dict:
+def run_score(root: str, n_users: int, top_n: int, writer: str = "arrow", model: str = "mf",
+              version: str | None = None) -> dict:
     """`recsys score` as a user runs it; wall time, peak RSS of its process tree, its counts."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "recsys"), "score", "--conf", "conf/default.yaml",
-           "--ds", DS, "--set", f"paths.root={root}", "--set", f"dataset={DATASET}", "--set", "score.model=mf",
-           "--set", f"score.top_n={top_n}", "--set", "input.path=unused", "--set", f"score.writer={writer}"]
+           "--ds", DS, "--set", f"paths.root={root}", "--set", f"dataset={DATASET}", "--set", f"score.model={model}",
+           "--set", f"score.top_n={top_n}", "--set", "input.path=unused", "--set", f"score.writer={writer}",
+           *(["--model-version", version] if version else [])]
     try:
         run = run_job(cmd, os.path.join(root, "score"))
     except JobFailed as exc:
@@ -291,6 +296,32 @@ def vs_baselines(report: dict, root: str, user: torch.Tensor, item: torch.Tensor
           f"goal >= {GOAL_TORCH}x torch: {'PASS' if passed['torch'] else 'FAIL'} (the job's users/s)")
 
 
+def bench_blend(root: str, users: int, top_n: int, rank: int) -> dict:
+    """Two mf artifacts scored alone, then their blend: the scoring stage's seconds of each."""
+    from recsys.artifacts import load_artifact
+    from recsys.train.select import publish_blend
+    snap = os.path.join(root, "data", DATASET, f"ds={DS}")
+    with open(os.path.join(snap, "_COMPLETE.json")) as f:
+        rows = json.load(f)["rows"]
+    first = load_artifact(root, "mf")
+    build_artifact(root, snap, rows, rank, seed=1)
+    second = load_artifact(root, "mf")
+    blend = publish_blend(root, DS, [first, second], [0.5, 0.5], {"ndcg@10": 0.1, "users": 0},
+                          {"ndcg@10": 0.05})
+    out = {}
+    for name, model, version in (("member 1", "mf", first.version), ("member 2", "mf", second.version),
+                                 ("blend", "blend", blend.version)):
+        r = run_score(root, users, top_n, model=model, version=version)
+        out[name] = {"scoring_s": r["timings_s"]["score_and_write"], "users_per_s_scoring": r["users_per_s_scoring"],
+                     "users_per_s": r["users_per_s"], "peak_rss_gb": r["peak_rss_gb"]}
+        print(f"  {name}: scoring + writing {out[name]['scoring_s']}s ({r['users_per_s_scoring']:,} users/s), "
+              f"job {r['users_per_s']:,} users/s, peak RSS {r['peak_rss_gb']} GB", flush=True)
+    members = out["member 1"]["scoring_s"] + out["member 2"]["scoring_s"]
+    out["blend_vs_sum_of_members"] = round(out["blend"]["scoring_s"] / members, 3)
+    print(f"blend scoring stage / sum of its members': {out['blend_vs_sum_of_members']} (goal <= 1)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=200_000)
@@ -300,6 +331,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(REPO, ".bench", "score"))
     ap.add_argument("--large", action="store_true", help="only the score job at 1M users x 100k items")
     ap.add_argument("--repeats", type=int, default=None, help="score job runs (default 3; 1 with --large)")
+    ap.add_argument("--blend", action="store_true", help="only two mf artifacts and their blend")
     args = ap.parse_args()
     workdir = os.path.abspath(args.workdir)
     info = machine()
@@ -309,6 +341,11 @@ def main() -> None:
     user, item, built = prepare_root(root, users, items, args.rank)
     print(f"{users:,} users x {items:,} items, rank {args.rank}: snapshot + artifact in {built}s; "
           "running the score job ...", flush=True)
+    if args.blend:
+        report = {"machine": info, "users": users, "items": items, "blend": bench_blend(root, users, args.top_n, args.rank)}
+        with open(os.path.join(workdir, "bench_score_blend.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        return
     score = score_runs(root, users, args.top_n, args.repeats or (1 if args.large else 3))
     report = {"machine": info, "users": users, "items": items, "rank": args.rank, "top_n": args.top_n,
               "build_s": built, "score_job": score}

@@ -7,6 +7,9 @@ shard, one Petastorm thread) iterated to the end, and the same piped through `re
 training loop consumes it. Then `recsys train` per model, as a user runs it (a subprocess, the
 configured 2 DDP workers), with samples/s, data-wait share and epoch seconds from the
 artifact's history.json. The goal: data wait under 10% of step time for every model.
+`--bakeoff` instead runs the night's bake-off (`recsys train` with no model: every candidate of
+`train.candidates`, then the blends on validation) with `--epochs` per candidate and no refit,
+and prints each candidate's seconds and seconds per epoch: what a bake-off costs at this size.
 
     .venv/bin/python benchmarks/bench_train.py [--root .bench/prepare/root-1000000] [--epochs 1]
 """
@@ -25,8 +28,8 @@ import pyarrow.parquet as pq
 from common import REPO, JobFailed, machine, run_job  # this folder is sys.path[0] when run as a script
 from recsys import fsio
 from recsys.config import load_config
-from recsys.train.loop import COLUMNS
 from recsys.train.reader import open_shard, rebatch
+from recsys.train.tasks import PairTask
 
 CONF = os.path.join(REPO, "conf", "synth.yaml")
 RECSYS = os.path.join(os.path.dirname(sys.executable), "recsys")
@@ -73,12 +76,12 @@ def bench_reader(train_dir: str, batch: int, buffer: int) -> dict:
     url = fsio.url(train_dir)
 
     def raw() -> int:
-        return pq.read_table(where, columns=COLUMNS, filesystem=fs).num_rows
+        return pq.read_table(where, columns=PairTask.columns, filesystem=fs).num_rows
 
     def groups(shuffle: bool) -> int:
-        with open_shard(url, COLUMNS, shard=0, shards=1, seed=0, workers=1) as it:
+        with open_shard(url, PairTask.columns, shard=0, shards=1, seed=0, workers=1) as it:
             it = rebatch(it, batch, buffer, np.random.default_rng(0)) if shuffle else it
-            return sum(len(b[COLUMNS[0]]) for b in it)
+            return sum(len(b[PairTask.columns[0]]) for b in it)
 
     out = {}
     for name, fn in (("raw_parquet", raw), ("petastorm", lambda: groups(False)),
@@ -111,6 +114,28 @@ def bench_model(model: str, root: str, dataset: str, ds: str, epochs: int, workd
                                            "data_wait_share", "seconds")} for h in hist]}
 
 
+def bench_bakeoff(root: str, dataset: str, ds: str, epochs: int, workdir: str, overrides: list[str]) -> dict:
+    """The night's bake-off at `epochs` epochs per candidate: seconds per candidate and in all."""
+    cands = load_config(CONF, [f"dataset={dataset}", *overrides]).train.candidates
+    per_model = [f"train.per_model.{m}.epochs={epochs}" for m in cands]
+    sets = [f"dataset={dataset}", f"paths.root={root}", "input.path=unused", f"train.epochs={epochs}",
+            "train.refit=false", *per_model, *overrides]
+    cmd = [RECSYS, "train", "--conf", CONF, "--ds", ds, *(a for o in sets for a in ("--set", o))]
+    wall, _ = run(cmd, os.path.join(workdir, "bakeoff"))
+    with open(os.path.join(root, "runs", ds, "train.json")) as f:
+        manifest = json.load(f)
+    board = manifest.get("leaderboard") or []
+    rows = []
+    for r in board:
+        if "train_s" in r:
+            rows.append({"name": r["name"], "train_s": r["train_s"], "ndcg@10": r.get("ndcg@10")})
+        elif "skipped" in r:
+            rows.append({"name": r["name"], "skipped": r["skipped"]})
+    return {"wall_s": round(wall, 1), "epochs": epochs, "candidates": rows,
+            "blends": sum(1 for r in board if r.get("model") == "blend"),
+            "winner": manifest.get("outputs", {}).get("model")}
+
+
 def table(head: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
     print("\n" + "  ".join(h.rjust(w) for h, w in zip(head, widths)))
@@ -126,6 +151,7 @@ def main() -> None:
     ap.add_argument("--ds", default="2026-11-01")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--bakeoff", action="store_true", help="time the night's bake-off instead")
     ap.add_argument("--workdir", default=os.path.join(REPO, ".bench", "train"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="passed on to every `recsys train` (e.g. train.reader_workers=2)")
@@ -142,6 +168,16 @@ def main() -> None:
     print(f"snapshot: {root} ({args.dataset}, ds={args.ds}); {t.num_processes} workers, "
           f"batch {t.batch_size}, shuffle buffer {t.shuffle_buffer}, {args.epochs} epoch(s)"
           + (f"; --set {' '.join(args.overrides)}" if args.overrides else ""), flush=True)
+
+    if args.bakeoff:
+        out = bench_bakeoff(root, args.dataset, args.ds, args.epochs, workdir, args.overrides)
+        print(f"\nbake-off, {args.epochs} epoch(s) per candidate, no refit: {out['wall_s']:.0f} s in all "
+              f"(the job, JVM start included), {out['blends']} blends measured")
+        for r in out["candidates"]:
+            print(f"  {r['name']:<10} " + (f"{r['train_s']:>8.1f} s" if "train_s" in r else f"skipped: {r['skipped']}"))
+        with open(os.path.join(workdir, "bench_bakeoff.json"), "w") as f:
+            json.dump({"machine": info, "root": root, **out}, f, indent=2)
+        return
 
     train_dir = os.path.join(root, "data", args.dataset, f"ds={args.ds}", "train")
     reader = bench_reader(train_dir, t.batch_size, t.shuffle_buffer)
