@@ -16,9 +16,14 @@ from recsys.models.base import Recommender
 
 def standardise(scores: Tensor) -> Tensor:
     """Per row: (s - mean) / std over the columns (a constant row becomes zeros)."""
+    return standardise_(scores.clone())
+
+
+def standardise_(scores: Tensor) -> Tensor:
+    """`standardise` in place: no second [B, n_items] block."""
     mean = scores.mean(1, keepdim=True)
     std = scores.std(1, keepdim=True).clamp(min=1e-6)
-    return (scores - mean) / std
+    return scores.sub_(mean).div_(std)
 
 
 class Blend(Recommender):
@@ -52,6 +57,54 @@ class Blend(Recommender):
             z = standardise(member.score_users(users, seq)) * w
             total = z if total is None else total.add_(z)
         return total
+
+    def score_into(self, out: Tensor, scratch: Tensor, users: Tensor, seq: Tensor | None,
+                   item_vectors: list[Tensor | None]) -> Tensor:
+        """`score_users` written into `out` [B, n_items], each member scored into `scratch`
+        with its item vectors computed once (`item_vectors[m]`; None for a member that is not
+        factorised): the score job's path, no fresh [B, n_items] blocks per member and batch."""
+        for i, (w, member, items) in enumerate(zip(self.weights.tolist(), self.members, item_vectors)):
+            if items is None:
+                s = member.score_users(users, seq)
+            else:
+                vectors = member.history_vectors(seq) if member.uses_history else member.user_vectors(users)
+                s = torch.mm(vectors, items.T, out=scratch)
+            standardise_(s)
+            if i == 0:
+                torch.mul(s, w, out=out)
+            else:
+                out.add_(s, alpha=w)
+        return out
+
+    def fold(self, item_vectors: list[Tensor]) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """For a blend of factorised members: (their item vectors side by side [N, Σd], each
+        member's item-vector mean [d] and covariance [d, d] in float64), computed once.
+
+        With s = u·Vᵀ, a user's mean over the catalogue is u·mean(V) and their variance uᵀ Cov(V) u,
+        so the standardised blend is ONE matrix product of the scaled user vectors
+        [w₁u₁/σ₁, w₂u₂/σ₂, ...] with the stacked item vectors, minus Σ w·μ/σ per user.
+        """
+        moments = []
+        for v in item_vectors:
+            v64 = v.double()
+            mean = v64.mean(0)
+            centred = v64 - mean
+            moments.append((mean, centred.T @ centred / max(1, len(v) - 1)))
+        return torch.cat(item_vectors, dim=1), moments
+
+    def score_folded(self, out: Tensor, users: Tensor, seq: Tensor | None,
+                     folded: tuple[Tensor, list[tuple[Tensor, Tensor]]]) -> Tensor:
+        """`score_users` of a blend of factorised members into `out`, by `fold`'s identity."""
+        stacked, moments = folded
+        scaled, offset = [], torch.zeros(len(users), dtype=torch.float64)
+        for w, member, (mean, cov) in zip(self.weights.tolist(), self.members, moments):
+            u = member.history_vectors(seq) if member.uses_history else member.user_vectors(users)
+            u64 = u.double()
+            std = ((u64 @ cov) * u64).sum(1).clamp(min=0).sqrt().clamp(min=1e-6)
+            scaled.append((u64 * (w / std).unsqueeze(1)).to(u.dtype))
+            offset += w * (u64 @ mean) / std
+        scores = torch.mm(torch.cat(scaled, dim=1), stacked.T, out=out)
+        return scores.sub_(offset.to(scores.dtype).unsqueeze(1))
 
     def score_histories(self, seq: Tensor) -> Tensor:
         return self.score_users(torch.zeros(len(seq), dtype=torch.long, device=seq.device), seq)

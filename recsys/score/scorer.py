@@ -87,6 +87,17 @@ class Scorer:
         # One score block, reused: a fresh [batch, n_items] block per batch fragments the heap
         # around the small arrays kept for the Parquet writer (workers grew to 5 GB at 100k items).
         self.block = torch.empty(self.rows_per_batch, len(plan.item_ids))
+        # A blend: its factorised members' item vectors once. With every member factorised the
+        # whole blend is one matrix product (`Blend.fold`); otherwise each member is scored into
+        # one more block, standardised there and added to the first.
+        self.member_items = self.folded = None
+        if hasattr(self.model, "score_into"):
+            with torch.no_grad():
+                self.member_items = [m.item_vectors(items) if m.factorised else None for m in self.model.members]
+                if all(v is not None for v in self.member_items):
+                    self.folded = self.model.fold(self.member_items)
+            if self.folded is None:
+                self.scratch = torch.empty_like(self.block)
 
     @torch.no_grad()
     def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +121,11 @@ class Scorer:
             if model.factorised:  # one matrix product with the item vectors computed once
                 vectors = model.history_vectors(seq) if model.uses_history else model.user_vectors(u)
                 scores = torch.mm(vectors, self.item_vectors.T, out=block)
-            else:  # ease, blends
+            elif self.folded is not None:  # a blend of factorised members
+                scores = model.score_folded(block, u, seq, self.folded)
+            elif self.member_items is not None:  # a blend with a member that is not factorised
+                scores = model.score_into(block, self.scratch[:len(u)], u, seq, self.member_items)
+            else:  # ease
                 scores = model.score_users(u, seq)
             items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
         if self.category is not None:
