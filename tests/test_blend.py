@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from recsys.models import build_model
-from recsys.models.blend import standardise
+from recsys.models.blend import standardise_
 
 
 def test_standardise_by_hand():
-    z = standardise(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    z = standardise_(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
     assert torch.allclose(z[0], torch.tensor([-1.0, 0.0, 1.0]))  # mean 2, sample std 1
     assert torch.equal(z[1], torch.zeros(3))  # a constant row carries no preference
 

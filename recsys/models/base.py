@@ -66,6 +66,10 @@ class Recommender(nn.Module):
     def item_vectors(self, items: Tensor) -> Tensor:  # [N] -> [N, d]
         raise NotImplementedError(f"{type(self).__name__} is not factorised")
 
+    def query_vectors(self, users: Tensor, seq: Tensor | None) -> Tensor:
+        """The user side of a factorised model: from `seq` for a history model, else by id."""
+        return self.history_vectors(seq) if self.uses_history else self.user_vectors(users)
+
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """users [B], items [B, K] -> scores [B, K]."""
         u = self.user_vectors(users)

@@ -14,20 +14,15 @@ from torch import Tensor, nn
 from recsys.models.base import Recommender
 
 
-def standardise(scores: Tensor) -> Tensor:
-    """Per row: (s - mean) / std over the columns (a constant row becomes zeros)."""
-    return standardise_(scores.clone())
-
-
 def standardise_(scores: Tensor) -> Tensor:
-    """`standardise` in place: no second [B, n_items] block."""
+    """Per row, in place: (s - mean) / std over the columns (a constant row becomes zeros)."""
     mean = scores.mean(1, keepdim=True)
     std = scores.std(1, keepdim=True).clamp(min=1e-6)
     return scores.sub_(mean).div_(std)
 
 
 class Blend(Recommender):
-    """members (built models of one snapshot), weights -> score = Σ w_m · standardise(s_m).
+    """members (built models of one snapshot), weights -> score = Σ w_m · standardise_(s_m).
 
     >>> from recsys.models.mf import MatrixFactorization
     >>> b = Blend([MatrixFactorization(3, 5, 4), MatrixFactorization(3, 5, 4)], [0.75, 0.25])
@@ -52,13 +47,10 @@ class Blend(Recommender):
         return any(m.uses_history for m in self.members)
 
     def score_users(self, users: Tensor, seq: Tensor | None = None) -> Tensor:
-        total = None
-        for w, member in zip(self.weights, self.members):
-            z = standardise(member.score_users(users, seq)) * w
-            total = z if total is None else total.add_(z)
-        return total
+        out = torch.empty(len(users), self.n_items, device=self.weights.device)
+        return self.score_into(out, None, users, seq, [None] * len(self.members))
 
-    def score_into(self, out: Tensor, scratch: Tensor, users: Tensor, seq: Tensor | None,
+    def score_into(self, out: Tensor, scratch: Tensor | None, users: Tensor, seq: Tensor | None,
                    item_vectors: list[Tensor | None]) -> Tensor:
         """`score_users` written into `out` [B, n_items], each member scored into `scratch`
         with its item vectors computed once (`item_vectors[m]`; None for a member that is not
@@ -67,8 +59,7 @@ class Blend(Recommender):
             if items is None:
                 s = member.score_users(users, seq)
             else:
-                vectors = member.history_vectors(seq) if member.uses_history else member.user_vectors(users)
-                s = torch.mm(vectors, items.T, out=scratch)
+                s = torch.mm(member.query_vectors(users, seq), items.T, out=scratch)
             standardise_(s)
             if i == 0:
                 torch.mul(s, w, out=out)
@@ -98,7 +89,7 @@ class Blend(Recommender):
         stacked, moments = folded
         scaled, offset = [], torch.zeros(len(users), dtype=torch.float64)
         for w, member, (mean, cov) in zip(self.weights.tolist(), self.members, moments):
-            u = member.history_vectors(seq) if member.uses_history else member.user_vectors(users)
+            u = member.query_vectors(users, seq)
             u64 = u.double()
             std = ((u64 @ cov) * u64).sum(1).clamp(min=0).sqrt().clamp(min=1e-6)
             scaled.append((u64 * (w / std).unsqueeze(1)).to(u.dtype))

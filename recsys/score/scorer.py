@@ -93,11 +93,11 @@ class Scorer:
         self.member_items = self.folded = None
         if hasattr(self.model, "score_into"):
             with torch.no_grad():
-                self.member_items = [m.item_vectors(items) if m.factorised else None for m in self.model.members]
-                if all(v is not None for v in self.member_items):
-                    self.folded = self.model.fold(self.member_items)
-            if self.folded is None:
-                self.scratch = torch.empty_like(self.block)
+                member_items = [m.item_vectors(items) if m.factorised else None for m in self.model.members]
+            if all(v is not None for v in member_items):
+                self.folded = self.model.fold(member_items)  # holds the vectors: no second copy
+            else:
+                self.member_items, self.scratch = member_items, torch.empty_like(self.block)
 
     @torch.no_grad()
     def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +119,7 @@ class Scorer:
             values = values[:, :want]
         else:
             if model.factorised:  # one matrix product with the item vectors computed once
-                vectors = model.history_vectors(seq) if model.uses_history else model.user_vectors(u)
-                scores = torch.mm(vectors, self.item_vectors.T, out=block)
+                scores = torch.mm(model.query_vectors(u, seq), self.item_vectors.T, out=block)
             elif self.folded is not None:  # a blend of factorised members
                 scores = model.score_folded(block, u, seq, self.folded)
             elif self.member_items is not None:  # a blend with a member that is not factorised
