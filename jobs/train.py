@@ -1,4 +1,4 @@
-"""Train: a traind snapshot -> a versioned model artifact, with PyTorch DDP on Spark.
+"""Train: a prepared snapshot -> a versioned model artifact, with data-parallel PyTorch workers on Spark.
 
     spark-submit jobs/train.py --conf conf/movielens.yaml --ds 2026-11-25 [--model two_tower] [--resume]
     python jobs/train.py --conf conf/movielens.yaml --ds 2026-11-25   # starts local Spark

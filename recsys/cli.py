@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="recsys", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="step", required=True)
     _job_parser(sub, "prepare", "clean and feature-engineer the interaction log into Parquet")
-    train = _job_parser(sub, "train", "train a model with PyTorch DDP workers on Spark")
+    train = _job_parser(sub, "train", "train a model with data-parallel PyTorch workers on Spark")
     train.add_argument("--model", help="one of sasrec, gru4rec, multvae, ease, als, mf, neumf, two_tower "
                                        "(default: train.model; unset: choose among train.candidates)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", help="write a synthetic interaction log for scale tests")
     synth.add_argument("--events", type=int, required=True)
     synth.add_argument("--out", required=True)
+    synth.add_argument("--users", type=int, default=None, help="distinct users (default events // 40)")
+    synth.add_argument("--items", type=int, default=None, help="distinct items (default events // 400)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--corrupt-share", type=float, default=0.01)
     synth.add_argument("--format", choices=("csv", "jsonl"), default="csv")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     if args.step == "synth":
         from recsys.synth import SynthSpec, generate
-        summary = generate(SynthSpec(events=args.events, seed=args.seed,
+        summary = generate(SynthSpec(events=args.events, users=args.users, items=args.items, seed=args.seed,
                                      corrupt_share=args.corrupt_share), args.out, fmt=args.format)
         print(json.dumps(summary, default=str), flush=True)
         return 0

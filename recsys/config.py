@@ -113,8 +113,14 @@ MODELS = ("mf", "neumf", "two_tower", "sasrec", "gru4rec", "multvae", "ease", "a
 LOSSES = ("bpr", "softmax", "bce")
 
 
+OPTIMIZERS = ("sparse_adam", "rowwise_adagrad", "adam")
+# Settings per model over TrainConfig's. Chosen on the validation rows of MovieLens-100k,
+# except sampled_negatives of the pair models (a catalogue above full_softmax_max_items):
+# 128 shared negatives keep a step at B + 128 item rows (README, training at scale).
 PER_MODEL: dict[str, dict[str, Any]] = {
-    "mf": {"loss": "softmax", "weight_decay": 1.0e-4, "dim": 128, "epochs": 50, "patience": 5},
+    "mf": {"loss": "softmax", "weight_decay": 1.0e-4, "dim": 128, "epochs": 50, "patience": 5,
+           "sampled_negatives": 128},
+    "two_tower": {"sampled_negatives": 128},
     "sasrec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
                "epochs": 100, "patience": 10},
     "gru4rec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
@@ -133,20 +139,24 @@ class TrainConfig:
     blend_members: int = 3  # blends of up to this many of the best candidates (1: no blends)
     blend_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])  # of the first of two
     select_every: int = 7  # days between bake-offs
-    num_processes: int = 2  # DDP workers launched by TorchDistributor
+    num_processes: int = 2  # data-parallel workers launched by TorchDistributor
     local_mode: bool = True  # workers on the driver's machine; false: on Spark executors
     use_gpu: bool | None = None  # None: the GPU when torch sees one (NCCL), else CPU (Gloo)
     epochs: int = 20
     batch_size: int = 1024  # positives per step per worker
     lr: float = 0.005
     lr_schedule: str = "cosine"  # cosine | constant
+    # Id tables (user, item, category embeddings): sparse_adam (lazy Adam) or rowwise_adagrad
+    # update only the rows a step touches, and workers exchange only those rows; adam updates
+    # and exchanges every row every step. Dense layers (MLPs, attention) always use Adam.
+    optimizer: str = "sparse_adam"
     weight_decay: float = 1.0e-6
     l2: float = 0.0  # factorised table models: λ (|p_u|² + |q_i|²) per training row
     dropout: float = 0.1
     dim: int = 64  # size of the user and item representations
     hidden: list[int] = field(default_factory=lambda: [128, 64])  # MLP layers (neumf, two_tower)
     loss: str | None = None  # bpr | softmax | bce; None: bpr for mf, bce for neumf, softmax else
-    negatives: int = 8  # sampled per positive, fresh every step
+    negatives: int = 8  # bpr, bce: sampled per positive, fresh every step
     negative_sampling: str = "uniform"  # uniform | popularity
     popularity_alpha: float = 0.75  # popularity sampling weight: count ** alpha
     temperature: float = 0.2  # softmax loss of two_tower
@@ -157,6 +167,7 @@ class TrainConfig:
     eval_users: int = 20000  # validation users scored each epoch (a fixed sample above this)
     shuffle_buffer: int = 65536  # rows mixed across row groups before batching
     reader_workers: int = 1  # Petastorm threads per worker; 1 keeps the row order repeatable
+    progress_seconds: float = 30.0  # a progress line (steps, samples/s, time left) this often
     seed: int = 42
     # After early stopping has chosen the number of epochs, train again from the same initial
     # weights on train + valid for that many; those weights are published.
@@ -166,8 +177,10 @@ class TrainConfig:
     history_batch_size: int = 32  # users per step per worker
     blocks: int = 2  # sasrec: transformer blocks; gru4rec: GRU layers
     heads: int = 2  # sasrec: attention heads (dim must be a multiple)
-    full_softmax_max_items: int = 20000  # sequence models: sampled softmax above this ...
-    sampled_negatives: int = 1024  # ... with this many shared negatives per step (logQ-corrected)
+    # The softmax loss (sequence models; mf and two_tower) scores every item up to this many,
+    full_softmax_max_items: int = 20000
+    # ... above it this many negatives shared by the step's rows (logQ-corrected).
+    sampled_negatives: int = 1024
     vae_hidden: list[int] = field(default_factory=lambda: [600, 200])  # multvae: hidden ..., latent
     vae_dropout: float = 0.5  # multvae: share of a user's items dropped from the input
     kl_beta: float = 0.2  # multvae: the KL weight, reached after kl_anneal_epochs
@@ -279,6 +292,9 @@ class Config:
             _one_of("train.loss", self.train.loss, LOSSES)
         _one_of("train.negative_sampling", self.train.negative_sampling, ("uniform", "popularity"))
         _one_of("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant"))
+        _one_of("train.optimizer", self.train.optimizer, OPTIMIZERS)
+        if self.train.progress_seconds <= 0:
+            raise ConfigError(f"train.progress_seconds must be positive, got {self.train.progress_seconds}")
         if self.prepare.history_len < 1:
             raise ConfigError(f"prepare.history_len must be at least 1, got {self.prepare.history_len}")
         for name, override in self.train.per_model.items():

@@ -32,6 +32,7 @@ def test_file_then_overrides_take_precedence(tmp_path):
     ("prepare.event_weights=3", "prepare.event_weights must be a mapping"),
     ("prepare.split.valid_fraction=1.5", "prepare.split.valid_fraction must be in (0, 1)"),
     ("nonsense", "--set expects key=value"),
+    ("train.optimizer=sgd", "train.optimizer must be one of"),
 ])
 def test_bad_keys_and_types_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -68,7 +68,7 @@ class MultVAE(Recommender):
         return z
 
     def forward(self, seq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """What DDP wraps in training: (logits [B, n_items], mu, logvar), z sampled."""
+        """What training calls: (logits [B, n_items], mu, logvar), z sampled."""
         mu, logvar = self.encode(seq, self.dropout if self.training else 0.0)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.out(self.decode_hidden(z)), mu, logvar

@@ -76,7 +76,7 @@ class Recommender(nn.Module):
         i = self.item_vectors(items.reshape(-1)).view(*items.shape, -1)
         return torch.einsum("bd,bkd->bk", u, i)
 
-    def forward(self, users: Tensor, items: Tensor) -> Tensor:  # what DDP wraps
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:  # what training calls
         return self.score(users, items)
 
     @torch.no_grad()

@@ -43,7 +43,7 @@ class ItemSequenceModel(Recommender):
     def item_vectors(self, items: Tensor) -> Tensor:
         return self.item(items)
 
-    def forward(self, seq: Tensor) -> Tensor:  # what DDP wraps: states at every position
+    def forward(self, seq: Tensor) -> Tensor:  # what training calls: states at every position
         return self.encode(seq)
 
 

@@ -1,1 +1,2 @@
-"""Distributed training: Petastorm reader, DDP helpers, the training loop and the train job."""
+"""Distributed training: the Petastorm reader, process-group helpers, sparse id tables and their
+gradient exchange, the training loop and the train job."""

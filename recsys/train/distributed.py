@@ -1,4 +1,4 @@
-"""The DDP plumbing in a few helpers, so the training loop reads as the algorithm.
+"""The process-group plumbing in a few helpers, so the training loop reads as the algorithm.
 
 TorchDistributor starts each worker with RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT set
 (as torchrun does). Without them the same code runs as one plain process, for debugging.

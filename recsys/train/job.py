@@ -1,4 +1,4 @@
-"""The train step: check the snapshot, launch DDP workers with TorchDistributor, publish the model.
+"""The train step: check the snapshot, launch data-parallel workers with TorchDistributor, publish the model.
 
 Everything a user can get wrong (no snapshot, an empty or mis-shaped one, an unknown model, a
 history model on a snapshot without histories, a catalogue too large for EASE) is refused here,
@@ -87,7 +87,7 @@ class TrainingError(RuntimeError):
 
 
 def launch(spec: dict[str, Any], num_processes: int, use_gpu: bool, local_mode: bool) -> dict[str, Any]:
-    """Run `train_worker` on `num_processes` DDP workers; rank 0's result comes back.
+    """Run `train_worker` on `num_processes` data-parallel workers; rank 0's result comes back.
 
     When a worker fails, the job fails with the worker's own error (written by the worker
     to `<run_dir>/errors/`), not just TorchDistributor's "failed during training".

@@ -1,7 +1,8 @@
 """The training function TorchDistributor runs on every worker.
 
-`train_worker(spec)` knows nothing about Spark: it reads its shard with Petastorm, steps DDP,
-validates on rank 0, checkpoints every epoch and returns the history. Two phases:
+`train_worker(spec)` knows nothing about Spark: it reads its shard with Petastorm, steps the
+model (its gradients averaged over the workers by `sparse.GradientExchange`), validates on
+rank 0, checkpoints every epoch and returns the history. Two phases:
 - `fit`: on the training split, with early stopping on validation NDCG@K, which picks the
   number of epochs;
 - `refit` (`train.refit`, on by default): from the same initial weights, that many epochs on
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import resource
 import sys
 import time
 import traceback
@@ -23,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from recsys import fsio
 from recsys import schema as S
@@ -34,6 +34,7 @@ from recsys.models import build_model
 from recsys.models.features import load_features
 from recsys.train import distributed as D
 from recsys.train.reader import open_shards, rebatch
+from recsys.train.sparse import GradientExchange, Optimizers, replica_fingerprint
 from recsys.train.tasks import CHECKSUM_MOD, TASKS, Task
 from recsys.train.validation import Validation, item_counts
 
@@ -53,7 +54,7 @@ def load_state(path: str) -> dict[str, Any]:
 
 
 def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of each DDP worker; every rank returns rank 0's result."""
+    """Entry point of each worker; every rank returns rank 0's result."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("petastorm").setLevel(logging.WARNING)
@@ -73,29 +74,46 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class Run:
-    """A model, its objective (wrapped in DDP) and optimiser, built from the same seed each time,
-    so the refit starts from exactly the weights the fit started from."""
+    """A model, its objective and optimisers, built from the same seed each time, so the refit
+    starts from exactly the weights the fit started from. The objective is what a step calls;
+    after `backward`, `exchange` averages the gradients over the workers (sparse.py)."""
 
     def __init__(self, ctx: D.DistContext, spec: dict[str, Any], t: TrainConfig, task: Task,
                  features: tuple):
         torch.manual_seed(t.seed)  # the same initial weights on every rank, and in each phase
         self.model = build_model(spec["model"], *features).to(ctx.device)
-        objective = task.objective(self.model).to(ctx.device)
-        # Feature buffers never change: no need to broadcast them every step.
-        self.net = DDP(objective, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                       broadcast_buffers=False) if ctx.distributed else objective
-        self.opt = torch.optim.Adam(objective.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=t.epochs)
-                      if t.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(self.opt, 1.0, 1))
+        self.net = task.objective(self.model).to(ctx.device)
+        self.opt = Optimizers(self.net, t)  # switches the id tables to sparse gradients
+        self.exchange = GradientExchange(self.net, ctx.world)
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
 
     def load(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
+
+
+class Progress:
+    """A log line every `every` seconds on the main rank: steps, samples/s, time left.
+
+    Plain newline-ended lines, because TorchDistributor relays a worker's output line by line
+    (a progress bar's carriage returns would reach the driver only when the epoch ends)."""
+
+    def __init__(self, label: str, total_steps: int, every: float, enabled: bool):
+        self.label, self.total, self.every, self.enabled = label, total_steps, every, enabled
+        self.start = self.last = time.perf_counter()
+
+    def update(self, steps: int, rows: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = max(0, self.total - steps) * elapsed / max(1, steps)
+        log.info("%s: step %d of ~%d (%.0f%%), %.0f samples/s on this worker, ~%.0f s left",
+                 self.label, steps, self.total, 100 * min(1.0, steps / max(1, self.total)),
+                 rows / max(elapsed, 1e-9), left)
 
 
 def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +142,8 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
             if stop:
                 break
             stats = _epoch(ctx, run, task, t, FIT, epoch)
-            run.sched.step()
-            record = {"epoch": epoch, **stats, "lr": run.opt.param_groups[0]["lr"]}
+            run.opt.end_epoch()
+            record = {"epoch": epoch, **stats, "lr": run.opt.lr}
             if ctx.is_main:
                 metrics = validation.evaluate(run.model, ctx.device)
                 record.update({f"valid_{key}": v for key, v in metrics.items()})
@@ -153,9 +171,9 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
         epochs = D.from_main(ctx, state["best_epoch"] + 1)
         for epoch in range(state["epoch"] + 1, epochs):
             stats = _epoch(ctx, run, task, t, REFIT, epoch)
-            run.sched.step()
+            run.opt.end_epoch()
             if ctx.is_main:
-                state["refit"].append({"epoch": epoch, **stats, "lr": run.opt.param_groups[0]["lr"]})
+                state["refit"].append({"epoch": epoch, **stats, "lr": run.opt.lr})
                 state["epoch"] = epoch
                 save_state(last, {**run.state(), "state": state})
                 log.info("refit epoch %d of %d: loss %.4f, %.0f rows/s", epoch, epochs - 1,
@@ -176,20 +194,21 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
 def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
            epoch: int) -> dict[str, Any]:
     """One pass over this rank's shard; every rank steps the same number of times."""
+    D.barrier(ctx)  # rank 0 may have been validating: start the clocks together
     run.net.train()
     torch.manual_seed(t.seed * 1_000_003 + epoch * 1009 + ctx.rank)  # dropout
     gen = torch.Generator().manual_seed(t.seed * 7919 + epoch * 31 + ctx.rank)
     rng = np.random.default_rng([t.seed, epoch, ctx.rank])
-    steps = rows = 0
+    steps = rows = sent = 0
     checksum, loss_sum, wait = 0, 0.0, 0.0
+    spent = np.zeros(4)  # seconds in forward, backward, exchange, optimiser
     filler = None
     start = time.perf_counter()
     estimate = task.rows(phase) // (ctx.world * task.batch_size) + 1
+    progress = Progress(f"{phase} epoch {epoch}", estimate, t.progress_seconds, ctx.is_main)
     with open_shards(task.urls(phase), task.columns, shard=ctx.rank, shards=ctx.world,
                      seed=t.seed + epoch, workers=t.reader_workers) as groups:
         batches = rebatch(groups, task.batch_size, task.buffer, rng)
-        bar = tqdm(total=estimate, desc=f"{phase} epoch {epoch}", disable=not ctx.is_main,
-                   file=sys.stderr, mininterval=5, leave=False)
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
@@ -199,23 +218,35 @@ def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
             real = batch is not None
             if real:
                 filler = {c: v[:1] for c, v in batch.items()}
-            else:  # this shard is done but another is not: a zero-weight step keeps DDP in step
+            else:  # this shard is done but another is not: a zero-weight step keeps the ranks in step
                 batch = filler or task.empty_batch()
+            t1 = time.perf_counter()
             step = task.step(run.net, batch, real, phase, epoch, gen, ctx.device)
-            run.opt.zero_grad(set_to_none=True)
+            run.opt.zero_grad()
+            t2 = time.perf_counter()
             step.loss.backward()
+            t3 = time.perf_counter()
+            sent += run.exchange()
+            t4 = time.perf_counter()
             run.opt.step()
+            spent += np.array([t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t4])
             steps += 1
             if real:
                 rows += step.rows
                 loss_sum += step.loss.item() * step.rows
                 checksum = (checksum + step.checksum) % CHECKSUM_MOD
-            bar.update(1)
+            progress.update(steps, rows)
             maybe_fail("train_step", rank=ctx.rank, epoch=epoch, step=steps)
-        bar.close()
     elapsed = time.perf_counter() - start
-    per_rank = D.gather(ctx, {"rows": rows, "steps": steps, "checksum": checksum,
-                              "loss_sum": loss_sum, "wait": wait, "elapsed": elapsed})
+    per_rank = D.gather(ctx, {"rows": rows, "steps": steps, "checksum": checksum, "sent": sent,
+                              "spent": (spent / max(elapsed, 1e-9)).round(3).tolist(),
+                              "loss_sum": loss_sum, "wait": wait, "elapsed": elapsed,
+                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                              "replica": replica_fingerprint(run.model)})
+    identical = all(p["replica"] == per_rank[0]["replica"] for p in per_rank)
+    if not identical and ctx.is_main:
+        log.warning("%s epoch %d: the workers' copies of the model differ (a bug in the gradient exchange?)",
+                    phase, epoch)
     total_rows = sum(p["rows"] for p in per_rank)
     return {
         "loss": sum(p["loss_sum"] for p in per_rank) / max(1, total_rows),
@@ -226,4 +257,10 @@ def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
         "samples_per_s": total_rows / max(p["elapsed"] for p in per_rank),
         "data_wait_share": max(p["wait"] / max(p["elapsed"], 1e-9) for p in per_rank),
         "seconds": max(p["elapsed"] for p in per_rank),
+        "bytes_sent_per_step": max(p["sent"] / max(1, p["steps"]) for p in per_rank),
+        # shares of the epoch per rank: forward, backward, gradient exchange, optimiser step
+        "step_shares_per_rank": [p["spent"] for p in per_rank],
+        "peak_rss_mb_per_rank": [round(p["peak_rss_mb"]) for p in per_rank],
+        "replicas_identical": identical,
+        "optimizer": t.optimizer,
     }

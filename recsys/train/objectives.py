@@ -1,5 +1,5 @@
 """What a training step optimises, per kind of model, kept apart from the models (as torchrec's
-DLRMTrain is): a wrapper module whose forward returns the loss, so DDP wraps it whole and what
+DLRMTrain is): a wrapper module whose forward returns the loss, so a step calls it whole and what
 is saved and served carries no training code.
 
 Every loss takes `weight` [B], one factor per row of the batch: implicit confidence for pairs,
@@ -8,7 +8,9 @@ every rank takes the same number of steps without counting a row twice).
 
 - `PairObjective` (mf, neumf, two_tower): a positive and sampled negatives per row, BPR, log
   loss or sampled softmax (`losses.py`); the softmax of a factorised model is over the whole
-  catalogue when it has at most `full_softmax_max_items` items.
+  catalogue when it has at most `full_softmax_max_items` items, above that over
+  `train.sampled_negatives` negatives shared by the batch (logQ-corrected), so a step's cost
+  and the rows it touches do not grow with the catalogue.
 - `NextItemObjective` (sasrec, gru4rec): the next item at every position of the history, by
   cross-entropy over the whole catalogue, or above `full_softmax_max_items` over the positives
   and shared sampled negatives with the logQ correction (Yi et al., 2019).
@@ -31,22 +33,45 @@ def _weighted_mean(loss: Tensor, weight: Tensor) -> Tensor:
     return (loss * weight).sum() / weight.sum().clamp(min=1e-6)
 
 
+def sampled_softmax(h: Tensor, pos: Tensor, y: Tensor, neg: Tensor, negatives: Tensor,
+                    log_q: Tensor) -> Tensor:
+    """Cross-entropy of each positive against negatives shared by the batch: states h [N, d],
+    positive vectors pos [N, d] of items y [N], negative vectors neg [K, d] of items
+    `negatives` [K], log(K q_i) [n_items] subtracted from every logit (logQ correction, Yi et al.
+    2019); a negative that is the row's own positive is masked out -> [N]."""
+    p = (h * pos).sum(1, keepdim=True) - log_q[y].unsqueeze(1)
+    n = (h @ neg.T - log_q[negatives]).masked_fill(negatives.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
+    return torch.logsumexp(torch.cat([p, n], dim=1), dim=1) - p.squeeze(1)
+
+
 class PairObjective(nn.Module):
-    """users [B], items [B, 1 + K] (the positive first), weight [B] -> loss. With `full`
-    (a factorised model, the softmax loss, a catalogue that fits), items is [B, 1] and the
-    positive competes with every item of the catalogue instead of K sampled ones."""
+    """users [B], items [B, 1 + K] (the positive first), weight [B] -> loss.
+
+    Three regimes, chosen by the task: `full` (a factorised model, the softmax loss, a catalogue
+    that fits): items is [B, 1] and the positive competes with the whole catalogue; `shared`
+    negatives [K] given (factorised, softmax, a larger catalogue): items is [B, 1] and every
+    positive competes with the same K sampled items, so a step touches B + K item rows whatever
+    the catalogue; otherwise K negatives per row scored by `loss` (BPR, log loss, softmax).
+    """
 
     def __init__(self, model: Recommender, loss: Callable[[Tensor, Tensor, Tensor], Tensor],
-                 full: bool = False, l2: float = 0.0):
+                 full: bool = False, l2: float = 0.0, log_q: Tensor | None = None):
         super().__init__()
         self.model, self.loss, self.full, self.l2 = model, loss, full, l2
+        # log(K q_i) of the negative sampler, for the shared sampled softmax.
+        self.register_buffer("log_q", log_q, persistent=False)
 
-    def forward(self, users: Tensor, items: Tensor, weight: Tensor) -> Tensor:
+    def forward(self, users: Tensor, items: Tensor, weight: Tensor, negatives: Tensor | None = None) -> Tensor:
         if self.full:
             catalogue = torch.arange(self.model.n_items, device=users.device)
             u = self.model.user_vectors(users)
             logits = u @ self.model.item_vectors(catalogue).T
             ce = torch.logsumexp(logits, dim=1) - logits.gather(1, items[:, :1]).squeeze(1)
+            loss = _weighted_mean(ce, weight)
+        elif negatives is not None:
+            y = items[:, 0]
+            ce = sampled_softmax(self.model.user_vectors(users), self.model.item_vectors(y), y,
+                                 self.model.item_vectors(negatives), negatives, self.log_q)
             loss = _weighted_mean(ce, weight)
         else:
             scores = self.model(users, items)
@@ -74,16 +99,11 @@ class NextItemObjective(nn.Module):
         mask = (inputs >= 0) & (targets >= 0)
         h, y = states[mask], targets[mask]
         w = weight.unsqueeze(1).expand_as(mask)[mask]
-        table = self.model.item.weight[: self.model.n_items]
         if negatives is None:
+            table = self.model.item.weight[: self.model.n_items]
             ce = F.cross_entropy(h @ table.T, y, reduction="none")
-        else:
-            # logQ correction on every candidate: frequently sampled items count less.
-            pos = (h * table[y]).sum(1, keepdim=True) - log_q[y].unsqueeze(1)
-            neg = h @ table[negatives].T - log_q[negatives]
-            neg = neg.masked_fill(negatives.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
-            logits = torch.cat([pos, neg], dim=1)
-            ce = torch.logsumexp(logits, dim=1) - pos.squeeze(1)
+        else:  # looked up through the table: a sparse table's gradient holds these rows only
+            ce = sampled_softmax(h, self.model.item(y), y, self.model.item(negatives), negatives, log_q)
         return _weighted_mean(ce, w)
 
 

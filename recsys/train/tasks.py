@@ -77,12 +77,15 @@ class PairTask(Task):
     def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
         super().__init__(spec, t, counts)
         self.batch_size, self.buffer = t.batch_size, t.shuffle_buffer
-        self.full = False
+        self.full = self.shared = False
 
     def objective(self, model: Recommender) -> nn.Module:
-        self.full = (self.spec["loss"] == "softmax" and model.factorised
-                     and self.n_items <= self.t.full_softmax_max_items)
-        return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2)
+        softmax = self.spec["loss"] == "softmax" and model.factorised
+        self.full = softmax and self.n_items <= self.t.full_softmax_max_items
+        self.shared = softmax and not self.full
+        log_q = (torch.log(self.t.sampled_negatives * self.sampler.probabilities()).float()
+                 if self.shared else None)
+        return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q)
 
     def urls(self, phase: str) -> list[str]:
         return [self.spec["urls"][S.TRAIN]] + ([self.spec["urls"][S.VALID]] if phase == "refit" else [])
@@ -102,11 +105,15 @@ class PairTask(Task):
         weight = torch.log1p(weight.clamp(min=0)) / np.log(2.0) if t.use_weights else torch.ones_like(weight)
         if not real:
             weight = torch.zeros_like(weight)
+        negatives = None
         if self.full:  # every item is a negative: nothing to sample
             items = pos.unsqueeze(1)
+        elif self.shared:
+            items = pos.unsqueeze(1)
+            negatives = self.sampler.sample(1, t.sampled_negatives, gen)[0].to(device)
         else:
             items = torch.cat([pos.unsqueeze(1), self.sampler.sample(len(users), t.negatives, gen)], dim=1)
-        loss = net(users.to(device), items.to(device), weight.to(device))
+        loss = net(users.to(device), items.to(device), weight.to(device), negatives)
         if not real:
             return Step(loss, 0, 0)
         return Step(loss, len(users), pair_checksum(batch[S.USER_IDX], batch[S.ITEM_IDX], self.n_items))

@@ -1,0 +1,143 @@
+"""Sparse id tables: row optimisers, their checkpoints, and the exchange between real workers."""
+from __future__ import annotations
+
+import sys
+
+from pyspark import cloudpickle
+import pytest
+import torch
+from pyspark.ml.torch.distributor import TorchDistributor
+
+from recsys.config import TrainConfig
+from recsys.models import build_model
+from recsys.train.loop import load_state, save_state
+from recsys.train.losses import LOSSES
+from recsys.train.objectives import PairObjective
+from recsys.train.sparse import GradientExchange, Optimizers
+
+N_USERS, N_ITEMS, DIM = 1000, 500, 8
+MF = {"model": "mf", "n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM}
+
+
+def setup(optimizer: str, **train) -> tuple[torch.nn.Module, Optimizers]:
+    torch.manual_seed(0)
+    net = PairObjective(build_model(MF), LOSSES["bpr"])
+    t = TrainConfig(optimizer=optimizer, lr=0.05, epochs=5, **train)
+    return net, Optimizers(net, t)
+
+
+def batch(step: int, users: int = N_USERS, items: int = N_ITEMS, size: int = 16):
+    g = torch.Generator().manual_seed(step)
+    return (torch.randint(0, users, (size,), generator=g), torch.randint(0, items, (size, 3), generator=g),
+            torch.ones(size))
+
+
+def take_step(net, opt, b, exchange=None) -> float:
+    loss = net(*b)
+    opt.zero_grad()
+    loss.backward()
+    if exchange is not None:
+        exchange()
+    opt.step()
+    return float(loss.detach())
+
+
+def tables(net) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
+def test_sparse_tables_give_the_dense_loss_and_sparse_adam_its_first_step(optimizer):
+    dense, dense_opt = setup("adam", weight_decay=0.0)
+    sparse, sparse_opt = setup(optimizer, weight_decay=0.0)
+    b = batch(0)
+    assert take_step(sparse, sparse_opt, b) == pytest.approx(take_step(dense, dense_opt, b), abs=0)
+    assert sparse.model.user.weight.grad.is_sparse and not dense.model.user.weight.grad.is_sparse
+    if optimizer == "sparse_adam":  # Adam's first step moves only rows with a gradient: the same
+        for k, v in tables(dense).items():
+            torch.testing.assert_close(tables(sparse)[k], v, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
+def test_rows_never_touched_keep_their_initial_values(optimizer):
+    net, opt = setup(optimizer, weight_decay=0.01)  # decay too applies to touched rows only
+    before = tables(net)
+    for step in range(5):
+        take_step(net, opt, batch(step, users=10, items=20))
+    after = tables(net)
+    assert torch.equal(after["user.weight"][10:], before["user.weight"][10:])
+    assert torch.equal(after["item.weight"][20:], before["item.weight"][20:])
+    assert not torch.equal(after["user.weight"][:10], before["user.weight"][:10])
+    # Dense Adam with weight decay moves every row: what the sparse path avoids.
+    net, opt = setup("adam", weight_decay=0.01)
+    take_step(net, opt, batch(0, users=10, items=20))
+    take_step(net, opt, batch(1, users=10, items=20))
+    assert not torch.equal(tables(net)["user.weight"][10:], before["user.weight"][10:])
+
+
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
+def test_a_checkpoint_restores_the_row_optimiser_state(optimizer, tmp_path):
+    net, opt = setup(optimizer)
+    for step in range(3):
+        take_step(net, opt, batch(step))
+    save_state(str(tmp_path / "last.pt"), {"model": net.model.state_dict(), "optimizer": opt.state_dict()})
+    ckpt = load_state(str(tmp_path / "last.pt"))  # weights_only: the state must be plain tensors
+
+    resumed, resumed_opt = setup(optimizer)
+    resumed.model.load_state_dict(ckpt["model"])
+    resumed_opt.load_state_dict(ckpt["optimizer"])
+    cold, cold_opt = setup(optimizer)  # the weights without the optimiser state
+    cold.model.load_state_dict(ckpt["model"])
+    for step in range(3, 5):
+        take_step(net, opt, batch(step))
+        take_step(resumed, resumed_opt, batch(step))
+        take_step(cold, cold_opt, batch(step))
+    for k, v in tables(net).items():
+        assert torch.equal(tables(resumed)[k], v), k
+    assert not torch.equal(tables(cold)["user.weight"], tables(net)["user.weight"])
+
+
+def _workers_step(optimizer: str, steps: int) -> dict:
+    """On each of 2 Gloo workers: `steps` steps on this rank's own batches, gradients exchanged."""
+    import os
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    rank = int(os.environ["RANK"])
+    net, opt = setup(optimizer)
+    exchange = GradientExchange(net, dist.get_world_size())
+    sent = 0
+    for step in range(steps):
+        loss = net(*batch(100 * step + rank))
+        opt.zero_grad()
+        loss.backward()
+        sent += exchange()
+        opt.step()
+    out = [None, None]
+    dist.all_gather_object(out, {"rank": rank, "tables": tables(net), "sent": sent})
+    dist.destroy_process_group()
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "adam"])
+def test_two_workers_end_with_identical_tables_equal_to_one_process_on_both_batches(spark, optimizer):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    steps = 4
+    ranks = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(_workers_step, optimizer, steps)
+    assert {r["rank"] for r in ranks} == {0, 1}
+    for k, v in ranks[0]["tables"].items():
+        assert torch.equal(ranks[1]["tables"][k], v), f"{k} differs between the workers"
+    # One process stepping on the mean loss of both ranks' batches takes the same steps.
+    net, opt = setup(optimizer)
+    for step in range(steps):
+        loss = (net(*batch(100 * step)) + net(*batch(100 * step + 1))) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for k, v in tables(net).items():
+        torch.testing.assert_close(ranks[0]["tables"][k], v, rtol=1e-5, atol=1e-6)
+    full = (N_USERS * DIM + N_ITEMS * (DIM + 1)) * 4 * steps  # every row, every step
+    if optimizer == "sparse_adam":  # the rows of the batches only
+        assert 0 < ranks[0]["sent"] < full / 5
+    else:
+        assert ranks[0]["sent"] == full
