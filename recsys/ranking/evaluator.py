@@ -88,8 +88,9 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, score_fn: ScoreFn, device: str | torch.device = "cpu",
-                 collect: bool = False) -> dict[str, float]:
-        """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'coverage@10': ...}."""
+                 collect: bool = False, on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'coverage@10': ...}.
+        `on_batch(batches done, users done)` is called after each batch of users (progress)."""
         kmax = min(self.ks[-1], self.n_items)
         sums = {f"{m}@{k}": 0.0 for m in METRICS for k in self.ks}
         squares = dict.fromkeys(sums, 0.0)
@@ -119,6 +120,8 @@ class Evaluator:
             if collect:
                 tops.append(top_cpu.numpy())
                 top_scores.append(scores.gather(1, top).cpu().numpy())
+            if on_batch is not None:
+                on_batch(lo // self.batch + 1, lo + len(users))
         n = max(1, len(self.users))
         out = {key: value / n for key, value in sums.items()}
         self.standard_errors = {key: float(np.sqrt(max(squares[key] / n - out[key] ** 2, 0.0) / max(n - 1, 1)))

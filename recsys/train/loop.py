@@ -33,6 +33,7 @@ from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
 from recsys.train import distributed as D
+from recsys.train.progress import Progress
 from recsys.train.reader import open_shards, rebatch
 from recsys.train.sparse import GradientExchange, Optimizers, replica_fingerprint
 from recsys.train.tasks import CHECKSUM_MOD, TASKS, Task
@@ -92,28 +93,6 @@ class Run:
     def load(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
-
-
-class Progress:
-    """A log line every `every` seconds on the main rank: steps, samples/s, time left.
-
-    Plain newline-ended lines, because TorchDistributor relays a worker's output line by line
-    (a progress bar's carriage returns would reach the driver only when the epoch ends)."""
-
-    def __init__(self, label: str, total_steps: int, every: float, enabled: bool):
-        self.label, self.total, self.every, self.enabled = label, total_steps, every, enabled
-        self.start = self.last = time.perf_counter()
-
-    def update(self, steps: int, rows: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or now - self.last < self.every:
-            return
-        self.last = now
-        elapsed = now - self.start
-        left = max(0, self.total - steps) * elapsed / max(1, steps)
-        log.info("%s: step %d of ~%d (%.0f%%), %.0f samples/s on this worker, ~%.0f s left",
-                 self.label, steps, self.total, 100 * min(1.0, steps / max(1, self.total)),
-                 rows / max(elapsed, 1e-9), left)
 
 
 def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +184,7 @@ def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
     filler = None
     start = time.perf_counter()
     estimate = task.rows(phase) // (ctx.world * task.batch_size) + 1
-    progress = Progress(f"{phase} epoch {epoch}", estimate, t.progress_seconds, ctx.is_main)
+    progress = Progress(f"{phase} epoch {epoch}", estimate, t.progress_seconds, ctx.is_main, unit="samples")
     with open_shards(task.urls(phase), task.columns, shard=ctx.rank, shards=ctx.world,
                      seed=t.seed + epoch, workers=t.reader_workers) as groups:
         batches = rebatch(groups, task.batch_size, task.buffer, rng)

@@ -17,6 +17,7 @@ from recsys.config import TrainConfig
 from recsys.models import Recommender, ranker
 from recsys.ranking.evaluator import Evaluator, popularity
 from recsys.snapshot import Histories, read_histories, read_pairs
+from recsys.train.progress import Progress
 
 log = logging.getLogger("recsys.train")
 
@@ -28,7 +29,7 @@ class Validation:
                  max_len: int | None = None):
         train_users, train_items = read_pairs(paths[S.TRAIN])
         valid_users, valid_items = read_pairs(paths[S.VALID])
-        self.k = t.eval_k
+        self.k, self.progress_seconds = t.eval_k, t.progress_seconds
         self.evaluator = Evaluator(valid_users, valid_items, train_users, train_items, n_items,
                                    ks=(self.k,), max_users=t.eval_users, seed=t.seed)
         self.n_items = n_items
@@ -43,7 +44,9 @@ class Validation:
     def evaluate(self, model: Recommender, device: torch.device | str = "cpu", with_se: bool = False):
         """The mean metrics; with `with_se`, (means, their standard errors over users)."""
         model.eval()
-        metrics = self.evaluator.evaluate(ranker(model, self.n_items, self.histories), device)
+        ev = self.evaluator
+        progress = Progress("validation", -(-len(ev.users) // ev.batch), self.progress_seconds)
+        metrics = ev.evaluate(ranker(model, self.n_items, self.histories), device, on_batch=progress.update)
         return (metrics, dict(self.evaluator.standard_errors)) if with_se else metrics
 
 

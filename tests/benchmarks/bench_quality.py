@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -156,13 +157,22 @@ def als_peer(kept: pd.DataFrame, users, items, seen, judge: Judge) -> dict:
     return best
 
 
-def run_pipeline(model: str, root: str, log_path: str, conf: str, extra: list[str]) -> dict:
+def variant(entry: str) -> tuple[str, list[str]]:
+    """`mf` or `mf:optimizer=adam:lr=0.01` (a model with train settings of its own) ->
+    (model, its --set overrides)."""
+    model, *settings = entry.split(":")
+    return model, [f"train.per_model.{model}.{kv}" for kv in settings]
+
+
+def run_pipeline(entry: str, root: str, log_path: str, conf: str, extra: list[str]) -> dict:
     """One `recsys run` as a user would run it; returns its table's lists and timings."""
-    table = f"bench.recs_{model}"
+    model, own = variant(entry)
+    label = re.sub(r"[^a-z0-9]+", "_", entry.lower()).strip("_")
+    table = f"bench.recs_{label}"
     sets = [f"paths.root={root}", f"input.path={log_path}", f"score.table={table}",
-            *([f"train.model={model}"] if model != "night" else []), *extra]
+            *([f"train.model={model}"] if model != "night" else []), *extra, *own]
     cmd = [RECSYS, "run", "--conf", conf, "--ds", DS, "--force", *(a for s in sets for a in ("--set", s))]
-    job = run_job(cmd, os.path.join(root, f"run-{model}"))
+    job = run_job(cmd, os.path.join(root, f"run-{label}"))
     with open(os.path.join(root, "runs", DS, "train.json")) as f:
         train = json.load(f)
     with open(os.path.join(root, "runs", DS, "score.json")) as f:
@@ -218,6 +228,8 @@ def main() -> None:
     ap.add_argument("--conf", default=CONF)
     ap.add_argument("--root", default=os.path.join(REPO, ".bench", "quality"))
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    ap.add_argument("--pair", action="append", default=[], metavar="A,B",
+                    help="print the paired NDCG difference of two of the --models entries")
     args = ap.parse_args()
     os.makedirs(args.root, exist_ok=True)
     log = pd.read_csv(args.log, sep="\t", names=["user", "item", "rating", "ts"])
@@ -252,9 +264,14 @@ def main() -> None:
         print(f"  {model}: ndcg@10 {results[model]['scores']['ndcg'].mean():.4f}, train {run['train_s']:.0f}s, "
               f"whole run {time.perf_counter() - t:.0f}s; gate: {run['gate']}", flush=True)
     rows = report(results, judge)
+    for pair in args.pair:
+        a, b = pair.split(",")
+        if a in results and b in results:
+            diff, se = mean_se(results[a]["scores"]["ndcg"] - results[b]["scores"]["ndcg"])
+            print(f"paired NDCG@10 {a} - {b}: {diff:+.4f} ± {se:.4f} ({diff / se if se else 0:+.1f} SE)")
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "rows": rows,
            "users": len(judge.users), "user_ids": [int(u) for u in judge.users], "cut_rows": len(cut), "extra": args.extra}
-    name = "quality.json" if args.models == ",".join(MODELS) else f"quality-{args.models.replace(',', '-')}.json"
+    name = "quality.json" if args.models == ",".join(MODELS) else f"quality-{re.sub(r'[^A-Za-z0-9_.]+', '-', args.models)}.json"
     with open(os.path.join(REPO, ".bench", name), "w") as f:
         json.dump(out, f, indent=2, default=float)
 
