@@ -47,67 +47,66 @@ def touched(grad: Tensor) -> tuple[Tensor | None, Tensor]:
     return grad.indices()[0], grad.values()
 
 
-class RowAdam(torch.optim.Optimizer):
+class RowOptimizer(torch.optim.Optimizer):
+    """The loop shared by the row optimisers: for each table with a gradient, its touched rows,
+    their gradient with weight decay (L2) added on those rows only, and the table's state, handed
+    to `update`."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                rows, g = touched(p.grad)
+                if group["weight_decay"]:
+                    g = g + group["weight_decay"] * _rows(p, rows)
+                self.update(p, rows, g, self.state[p], group)
+
+    def update(self, p: Tensor, rows: Tensor | None, g: Tensor, state: dict, group: dict) -> None:
+        raise NotImplementedError
+
+
+class RowAdam(RowOptimizer):
     """Adam on the rows a step touched (lazy Adam): untouched rows and their moments stay as they
-    are; weight decay (L2, added to the gradient) applies to the touched rows only. The bias
-    correction counts the table's steps, as SparseAdam does. Both moments of a row live side by
-    side in one state row, so a step reads and writes the state in one gather and one scatter
-    (random rows of a large table cost a cache miss each)."""
+    are. The bias correction counts the table's steps, as SparseAdam does. Both moments of a row
+    live side by side in one state row, so a step reads and writes the state in one gather and
+    one scatter (random rows of a large table cost a cache miss each)."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                rows, g = touched(p.grad)
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float64)
-                    state["moments"] = torch.zeros(p.shape[0], 2 * p.shape[1], dtype=p.dtype, device=p.device)
-                state["step"] += 1
-                step = float(state["step"])
-                if wd:
-                    g = g + wd * _rows(p, rows)
-                mv = _rows(state["moments"], rows)
-                d = p.shape[1]
-                m, v = mv[:, :d], mv[:, d:]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                if rows is not None:
-                    state["moments"].index_copy_(0, rows, mv)
-                denom = v.sqrt().div_(math.sqrt(1 - b2 ** step)).add_(eps)
-                _apply(p, rows, m / denom, lr / (1 - b1 ** step))
+    def update(self, p, rows, g, state, group) -> None:
+        (b1, b2), d = group["betas"], p.shape[1]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float64)
+            state["moments"] = torch.zeros(p.shape[0], 2 * d, dtype=p.dtype, device=p.device)
+        state["step"] += 1
+        step = float(state["step"])
+        mv = _rows(state["moments"], rows)
+        m, v = mv[:, :d], mv[:, d:]
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        if rows is not None:
+            state["moments"].index_copy_(0, rows, mv)
+        denom = v.sqrt().div_(math.sqrt(1 - b2 ** step)).add_(group["eps"])
+        _apply(p, rows, m / denom, group["lr"] / (1 - b1 ** step))
 
 
-class RowAdagrad(torch.optim.Optimizer):
+class RowAdagrad(RowOptimizer):
     """Row-wise Adagrad: one accumulator per row, the mean squared gradient of the row's
-    coordinates, so its state is a vector the length of the table. Weight decay as in RowAdam."""
+    coordinates, so its state is a vector the length of the table."""
 
     def __init__(self, params, lr: float, eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "eps": eps, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                rows, g = touched(p.grad)
-                state = self.state[p]
-                if not state:
-                    state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
-                if wd:
-                    g = g + wd * _rows(p, rows)
-                acc = _rows(state["sum"], rows).add_(g.pow(2).mean(1))
-                if rows is not None:
-                    state["sum"].index_copy_(0, rows, acc)
-                _apply(p, rows, g / acc.sqrt().add_(eps).unsqueeze(1), lr)
+    def update(self, p, rows, g, state, group) -> None:
+        if not state:
+            state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+        acc = _rows(state["sum"], rows).add_(g.pow(2).mean(1))
+        if rows is not None:
+            state["sum"].index_copy_(0, rows, acc)
+        _apply(p, rows, g / acc.sqrt().add_(group["eps"]).unsqueeze(1), group["lr"])
 
 
 def _rows(t: Tensor, rows: Tensor | None) -> Tensor:
