@@ -26,6 +26,10 @@ class NegativeSampler:
             return torch.full((self.n_items,), 1.0 / self.n_items, dtype=torch.float64)
         return torch.diff(self.cdf, prepend=torch.zeros(1, dtype=torch.float64))
 
+    def log_expected_counts(self, k: int) -> Tensor:
+        """[n_items] log(k q_i): the logQ correction of a sampled softmax over k draws."""
+        return torch.log(k * self.probabilities()).float()
+
     def sample(self, batch: int, k: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:
             return torch.randint(0, self.n_items, (batch, k), generator=generator)

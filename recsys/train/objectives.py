@@ -85,15 +85,15 @@ class PairObjective(nn.Module):
 
 class NextItemObjective(nn.Module):
     """seq [B, L] (right-aligned, PAD -1), weight [B], optional shared negatives [K] and the log
-    of each item's expected count in such a sample, log(K q_i) [n_items] -> mean cross-entropy
-    over the real (input, next) positions."""
+    of each item's expected count in such a sample, log(K q_i) [n_items] (a buffer, moved to the
+    device once) -> mean cross-entropy over the real (input, next) positions."""
 
-    def __init__(self, model: Recommender):
+    def __init__(self, model: Recommender, log_q: Tensor | None = None):
         super().__init__()
         self.model = model
+        self.register_buffer("log_q", log_q, persistent=False)
 
-    def forward(self, seq: Tensor, weight: Tensor, negatives: Tensor | None = None,
-                log_q: Tensor | None = None) -> Tensor:
+    def forward(self, seq: Tensor, weight: Tensor, negatives: Tensor | None = None) -> Tensor:
         inputs, targets = seq[:, :-1], seq[:, 1:]
         states = self.model(inputs)  # [B, L-1, d]
         mask = (inputs >= 0) & (targets >= 0)
@@ -103,7 +103,7 @@ class NextItemObjective(nn.Module):
             table = self.model.item.weight[: self.model.n_items]
             ce = F.cross_entropy(h @ table.T, y, reduction="none")
         else:  # looked up through the table: a sparse table's gradient holds these rows only
-            ce = sampled_softmax(h, self.model.item(y), y, self.model.item(negatives), negatives, log_q)
+            ce = sampled_softmax(h, self.model.item(y), y, self.model.item(negatives), negatives, self.log_q)
         return _weighted_mean(ce, w)
 
 

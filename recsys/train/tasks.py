@@ -83,8 +83,7 @@ class PairTask(Task):
         softmax = self.spec["loss"] == "softmax" and model.factorised
         self.full = softmax and self.n_items <= self.t.full_softmax_max_items
         self.shared = softmax and not self.full
-        log_q = (torch.log(self.t.sampled_negatives * self.sampler.probabilities()).float()
-                 if self.shared else None)
+        log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.shared else None
         return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q)
 
     def urls(self, phase: str) -> list[str]:
@@ -169,17 +168,16 @@ class SequenceTask(HistoryTask):
     def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
         super().__init__(spec, t, counts)
         self.sampled = self.n_items > t.full_softmax_max_items
-        k = t.sampled_negatives
-        self.log_q = torch.log(k * self.sampler.probabilities()).float() if self.sampled else None
 
     def objective(self, model: Recommender) -> nn.Module:
-        return NextItemObjective(model)
+        log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.sampled else None
+        return NextItemObjective(model, log_q)
 
     def loss(self, net, seq, weight, epoch, gen, device) -> Tensor:
         if not self.sampled:
             return net(seq, weight)
         negatives = self.sampler.sample(1, self.t.sampled_negatives, gen)[0]
-        return net(seq, weight, negatives.to(device), self.log_q.to(device))
+        return net(seq, weight, negatives.to(device))
 
 
 class SetTask(HistoryTask):
