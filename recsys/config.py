@@ -44,7 +44,7 @@ class ColumnsConfig:
     """Which columns of the log hold what."""
     user: str = "user_id"
     item: str = "item_id"
-    ts: str = "ts"
+    ts: str | None = "ts"  # None: the log has no time (a play-count export); see README
     event: str | None = None
     value: str | None = None
 
@@ -88,12 +88,26 @@ class SplitConfig:
 
 
 @dataclass
+class WeightConfig:
+    """How a (user, item) pair's confidence is built from its events."""
+    method: str = "events"  # events | value | rating
+    # value: the pair's summed value (plays, seconds), capped at this quantile of all pairs'
+    # sums (None: no cap), then transformed (log1p | none).
+    cap_quantile: float | None = None
+    transform: str = "log1p"
+    # rating: the pair's latest rating (the highest without time); below this it is not a
+    # positive, only excluded from the user's recommendations as seen.
+    threshold: float | None = None
+
+
+@dataclass
 class PrepareConfig:
     max_reject_share: float = 0.05
     # Event type -> implicit confidence. Empty: the log has no event column, every event weighs
     # `default_weight`. Event types not listed here are rejected as unknown.
     event_weights: dict[str, float] = field(default_factory=dict)
     default_weight: float = 1.0
+    weight: WeightConfig = field(default_factory=WeightConfig)
     value_range: list[float] | None = None  # [min, max] inclusive
     future_tolerance_hours: float = 1.0  # timestamps later than now + this are rejected
     max_events_per_user_day: int | None = None  # abuse filter: drop users above it on any day
@@ -116,10 +130,12 @@ LOSSES = ("bpr", "softmax", "bce")
 OPTIMIZERS = ("sparse_adam", "rowwise_adagrad", "adam")
 # Settings per model over TrainConfig's. Chosen on the validation rows of MovieLens-100k,
 # except sampled_negatives of the pair models (a catalogue above full_softmax_max_items):
-# 128 shared negatives keep a step at B + 128 item rows (README, training at scale).
+# 128 shared negatives (or a pool of 128 for per-row negatives) keep a step at B + 128 item
+# rows (README, training at scale).
 PER_MODEL: dict[str, dict[str, Any]] = {
     "mf": {"loss": "softmax", "weight_decay": 1.0e-4, "dim": 128, "epochs": 50, "patience": 5,
            "sampled_negatives": 128},
+    "neumf": {"sampled_negatives": 128},
     "two_tower": {"sampled_negatives": 128},
     "sasrec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
                "epochs": 100, "patience": 10},
@@ -179,7 +195,8 @@ class TrainConfig:
     heads: int = 2  # sasrec: attention heads (dim must be a multiple)
     # The softmax loss (sequence models; mf and two_tower) scores every item up to this many,
     full_softmax_max_items: int = 20000
-    # ... above it this many negatives shared by the step's rows (logQ-corrected).
+    # ... above it this many negatives shared by the step's rows (logQ-corrected); bpr and bce
+    # then draw each row's `negatives` from a pool of this many shared by the step.
     sampled_negatives: int = 1024
     vae_hidden: list[int] = field(default_factory=lambda: [600, 200])  # multvae: hidden ..., latent
     vae_dropout: float = 0.5  # multvae: share of a user's items dropped from the input
@@ -334,10 +351,42 @@ class Config:
             raise ConfigError(f"prepare.value_range must be [min, max], got {vr}")
         if self.prepare.event_weights and not self.input.columns.event:
             raise ConfigError("prepare.event_weights is set but input.columns.event is not")
+        self._check_weight()
+        self._check_time()
         for name, side in (("users", self.users), ("items", self.items)):
             if side is not None and not side.key:
                 raise ConfigError(f"{name}.key is required: the column that holds the id")
         return self
+
+
+    def _check_weight(self) -> None:
+        w = self.prepare.weight
+        _one_of("prepare.weight.method", w.method, ("events", "value", "rating"))
+        _one_of("prepare.weight.transform", w.transform, ("log1p", "none"))
+        if w.method != "events" and not self.input.columns.value:
+            raise ConfigError(f"prepare.weight.method={w.method} reads the value column, and "
+                              "input.columns.value is not set")
+        if w.method == "rating" and w.threshold is None:
+            raise ConfigError("prepare.weight.method=rating needs prepare.weight.threshold "
+                              "(the lowest rating that counts as a positive)")
+        if w.cap_quantile is not None and not 0 < w.cap_quantile <= 1:
+            raise ConfigError(f"prepare.weight.cap_quantile must be in (0, 1], got {w.cap_quantile}")
+
+    def _check_time(self) -> None:
+        """A log without timestamps (input.columns.ts: null) refuses what needs time."""
+        if self.input.columns.ts is not None:
+            return
+        method = self.prepare.split.method
+        if method in ("temporal", "leave_last"):
+            raise ConfigError(f"prepare.split.method={method} orders rows by time, and the log has "
+                              "no timestamp column (input.columns.ts: null): use "
+                              "prepare.split.method=random")
+        if self.prepare.max_events_per_user_day is not None:
+            raise ConfigError("prepare.max_events_per_user_day counts events per day, and the log "
+                              "has no timestamp column (input.columns.ts: null): set it to null")
+        if self.score.active_days is not None:
+            raise ConfigError("score.active_days selects users by their last event, and the log has "
+                              "no timestamp column (input.columns.ts: null): set it to null")
 
 
 def _check_train(t: TrainConfig, model: str) -> None:
@@ -391,11 +440,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value read as YAML (``3``, ``null``)."""
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value read as YAML (``3``, ``null``),
+    or as text where it is not YAML (``input.sep=,``)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    value = _value(raw)
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -429,7 +479,17 @@ def _override(tree: dict[str, Any], item: str) -> None:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
-    node[last] = yaml.safe_load(raw) if raw.strip() else ""
+    node[last] = _value(raw)
+
+
+def _value(raw: str) -> Any:
+    """An override's value read as YAML; text that is not YAML (a separator `,`) as itself."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def build(cls: type, data: Any, prefix: str = "") -> Any:

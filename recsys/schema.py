@@ -25,11 +25,12 @@ MISSING_ITEM = "missing_item"
 BAD_TIMESTAMP = "bad_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
 UNKNOWN_EVENT = "unknown_event"
+MISSING_VALUE = "missing_value"  # prepare.weight.method value or rating, and no value
 BAD_VALUE = "bad_value"
 VALUE_OUT_OF_RANGE = "value_out_of_range"
 REJECT_REASONS = (
     MALFORMED_LINE, MISSING_USER, MISSING_ITEM, BAD_TIMESTAMP, FUTURE_TIMESTAMP,
-    UNKNOWN_EVENT, BAD_VALUE, VALUE_OUT_OF_RANGE,
+    UNKNOWN_EVENT, MISSING_VALUE, BAD_VALUE, VALUE_OUT_OF_RANGE,
 )
 
 # Datasets under <root>/data/<dataset>/ds=<ds>/.
@@ -41,7 +42,10 @@ USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
 REJECTS = "rejects"
 HISTORIES = "histories"
-PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS, HISTORIES)
+# Pairs a user has seen that are not positives (a rating below prepare.weight.threshold):
+# never trained on, excluded from the user's recommendations. Empty for other weightings.
+SEEN = "seen"
+PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS, HISTORIES, SEEN)
 
 # Columns of `histories` (one row per user, lists of the snapshot's history_len, left-padded).
 HISTORY_LENGTH = "length"  # real entries

@@ -10,8 +10,12 @@
         user_index/, item_index/   user_id / item_id (original, string) -> user_idx / item_idx
         users/, items/        features keyed by the dense id, `_features.json` describing them
         rejects/              raw, reason: the quarantined rows
+        seen/                 user_idx, item_idx, ts, value: pairs seen but not positives (a
+                              rating below prepare.weight.threshold), excluded when scoring
         _COMPLETE.json        written last: {"ds", "rows": {dataset: count}, "snapshot_time",
-                              "history_len"}
+                              "history_len", "has_time"}; a log without timestamps has null ts
+                              everywhere, snapshot_time null, has_time false, and histories
+                              in a seeded random order
 
 A snapshot is built under `<root>/data/<dataset>/_staging/` and renamed into place whole, so a
 reader that finds the marker reads a complete snapshot. Train, evaluation and score meet the
@@ -68,6 +72,11 @@ class Snapshot:
         return self.marker.get("snapshot_time")
 
     @property
+    def has_time(self) -> bool:
+        """False for a log without timestamps: no time order (histories in a seeded order)."""
+        return self.marker.get("has_time", True)
+
+    @property
     def history_len(self) -> int | None:
         """The length of the stored histories; None for a snapshot written without them."""
         return self.marker.get("history_len")
@@ -91,9 +100,11 @@ def at(path: str, what: str | None = None) -> Snapshot:
     return Snapshot(path, json.loads(fsio.read_bytes(marker)))
 
 
-def marker(ds: str, rows: dict[str, int], snapshot_time: str, history_len: int) -> dict[str, Any]:
+def marker(ds: str, rows: dict[str, int], snapshot_time: str | None, history_len: int,
+           has_time: bool = True) -> dict[str, Any]:
     """The completeness marker prepare writes last (see the module docstring)."""
-    return {"ds": ds, "rows": rows, "snapshot_time": snapshot_time, "history_len": history_len}
+    return {"ds": ds, "rows": rows, "snapshot_time": snapshot_time, "history_len": history_len,
+            "has_time": has_time}
 
 
 # --- reading ---------------------------------------------------------------------------------

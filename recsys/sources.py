@@ -77,7 +77,7 @@ def read_log(spark: SparkSession, cfg: InputConfig) -> tuple[DataFrame, str]:
                          "input.columns.ts": cols.ts, "input.columns.event": cols.event,
                          "input.columns.value": cols.value}, "interaction log")
     ts_format = cfg.ts_format
-    if isinstance(df.schema[cols.ts].dataType, (T.TimestampType, T.DateType)):
+    if cols.ts is not None and isinstance(df.schema[cols.ts].dataType, (T.TimestampType, T.DateType)):
         ts_format = "iso"
     source_cols = [c for c in df.columns if c != S.CORRUPT]
     corrupt = F.col(S.CORRUPT) if S.CORRUPT in df.columns else F.lit(None).cast("string")

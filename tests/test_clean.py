@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -116,3 +117,38 @@ def test_kcore_iterates_until_stable(spark):
     core, passes = clean.kcore(pairs, 2, 2)
     assert sorted(map(tuple, core.collect())) == [("x", "a"), ("x", "b"), ("y", "a"), ("y", "b")]
     assert passes >= 2
+
+
+def test_value_weights_sum_the_values_then_cap_and_log1p(spark):
+    df = events(spark, [("u", "i", 100, None, 2000.0), ("u", "i", 200, None, 1000.0),
+                        ("u", "j", 50, None, 3.0), ("v", "j", 60, None, 1.0), ("v", "k", 70, None, 0.0)])
+    pairs = clean.to_pairs(df, {}, 1.0, method="value")
+    summed = {(r.user_id, r.item_id): r.weight for r in pairs.collect()}
+    assert summed == {("u", "i"): 3000.0, ("u", "j"): 3.0, ("v", "j"): 1.0, ("v", "k"): 0.0}
+    capped, cap = clean.transform_weights(pairs, 0.75, "log1p")
+    assert cap == pytest.approx(3.0)  # the 75th percentile of (0, 1, 3, 3000)
+    got = {(r.user_id, r.item_id): r.weight for r in capped.collect()}
+    assert got[("u", "i")] == pytest.approx(np.log1p(3.0)) and got[("v", "k")] == 0.0
+    plain, none = clean.transform_weights(pairs, None, "none")
+    assert none is None and {(r.user_id, r.item_id): r.weight for r in plain.collect()} == summed
+
+
+def test_without_time_no_timestamp_rule_applies_and_a_value_can_be_required(spark):
+    raw = spark.createDataFrame(
+        [("u", "i", None, None, "5", None, None), ("u", "j", None, None, "", None, None),
+         ("u", "k", None, None, "x", None, None)],
+        "user_id string, item_id string, ts string, event string, value string, "
+        "raw string, _corrupt_record string")
+    out = clean.validate(raw, ts_format="unix", event_types=None, value_range=None,
+                         latest_allowed=NOW, has_time=False, value_required=True)
+    reasons = {r.item_id: r.reason for r in out.collect()}
+    assert reasons == {"i": None, "j": S.MISSING_VALUE, "k": S.BAD_VALUE}
+    with_time = clean.validate(raw, ts_format="unix", event_types=None, value_range=None,
+                               latest_allowed=NOW)
+    assert {r.reason for r in with_time.collect()} == {S.BAD_TIMESTAMP}
+
+
+def test_without_time_a_pair_keeps_its_highest_value(spark):
+    df = events(spark, [("u", "i", None, None, 2.0), ("u", "i", None, None, 4.0)])
+    (pair,) = clean.to_pairs(df, {}, 1.0, has_time=False).collect()
+    assert pair.value == 4.0 and pair.ts is None and pair.weight == 2.0

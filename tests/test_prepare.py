@@ -61,7 +61,8 @@ def test_every_row_is_accounted_for(spark, toy):
     assert counts["input_rows"] == 26
     assert counts["rejected_by_reason"] == {reason: 1 for reason in BAD}
     assert counts["deduplicated_detail"] == {"exact_copies": 1, "merged_repeat_events": 1}
-    assert counts["filtered_detail"] == {"abuse": 6, "kcore": 2, "valid_unknown_user_or_item": 2}
+    assert counts["filtered_detail"] == {"abuse": 6, "kcore": 2, "valid_unknown_user_or_item": 2,
+                                         "below_threshold_unknown_user_or_item": 0}
     assert counts["kept"] == 6 and counts["rows"]["train"] == 5 and counts["rows"]["valid"] == 1
     assert counts["kept"] + counts["rejected"] + counts["deduplicated"] + counts["filtered"] == 26
     assert counts["balanced"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from pyspark import cloudpickle
 import pytest
 import torch
@@ -13,7 +15,8 @@ from recsys.models import build_model
 from recsys.train.loop import load_state, save_state
 from recsys.train.losses import LOSSES
 from recsys.train.objectives import PairObjective
-from recsys.train.sparse import GradientExchange, Optimizers
+from recsys.train.sparse import GradientExchange, Optimizers, touched
+from recsys.train.tasks import PairTask
 
 N_USERS, N_ITEMS, DIM = 1000, 500, 8
 MF = {"model": "mf", "n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM}
@@ -141,3 +144,24 @@ def test_two_workers_end_with_identical_tables_equal_to_one_process_on_both_batc
         assert 0 < ranks[0]["sent"] < full / 5
     else:
         assert ranks[0]["sent"] == full
+
+
+@pytest.mark.parametrize("n_items, most_rows", [(5000, 64 + 32), (500, None)])
+def test_above_the_threshold_per_row_negatives_come_from_a_pool_shared_by_the_step(n_items, most_rows):
+    """neumf (bce, 8 negatives per row): a step on a large catalogue touches the batch's
+    positives and a pool of sampled_negatives items, not B x 9 rows."""
+    spec = {"model": {"model": "neumf", "n_users": 100, "n_items": n_items, "dim": 8, "hidden": [16, 8],
+                      "dropout": 0.0}, "loss": "bce"}
+    t = TrainConfig(negatives=8, sampled_negatives=32, full_softmax_max_items=1000)
+    task = PairTask(spec, t, np.ones(n_items))
+    net = task.objective(build_model(spec["model"]))
+    Optimizers(net, t)
+    g = torch.Generator().manual_seed(0)
+    b = {"user_idx": np.arange(64, dtype=np.int32), "item_idx": np.arange(64, dtype=np.int32),
+         "weight": np.ones(64, np.float32)}
+    task.step(net, b, True, "fit", 0, g, torch.device("cpu")).loss.backward()
+    rows, _ = touched(net.model.gmf_item.weight.grad)
+    if most_rows is None:  # a small catalogue keeps independent draws per row
+        assert len(rows) > 64 + 32
+    else:
+        assert len(rows) <= most_rows

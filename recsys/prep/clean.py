@@ -29,16 +29,19 @@ def parse_timestamp(col: Column, ts_format: str) -> Column:
 
 
 def validate(df: DataFrame, *, ts_format: str, event_types: list[str] | None,
-             value_range: tuple[float, float] | None, latest_allowed: datetime) -> DataFrame:
+             value_range: tuple[float, float] | None, latest_allowed: datetime,
+             has_time: bool = True, value_required: bool = False) -> DataFrame:
     """Type the raw string columns and give each row the first reject reason that applies.
 
     `reason` is null for a good row. `event_types` None means the log has no event column;
     otherwise an event outside it is `unknown_event`. A missing value is allowed (not every
-    event carries a rating); one that does not parse is `bad_value`.
+    event carries a rating) unless `value_required` (the weight is built from it); one that
+    does not parse is `bad_value`. Without time (`has_time` False) `ts` is null and no
+    timestamp rule applies.
     """
     user = F.trim(F.col(S.USER_ID))
     item = F.trim(F.col(S.ITEM_ID))
-    ts = parse_timestamp(F.col(S.TS), ts_format)
+    ts = parse_timestamp(F.col(S.TS), ts_format) if has_time else F.lit(None).cast("timestamp")
     event = F.lower(F.trim(F.col(S.EVENT)))
     value_text = F.trim(F.col(S.VALUE))
     value = value_text.cast("double")
@@ -46,12 +49,15 @@ def validate(df: DataFrame, *, ts_format: str, event_types: list[str] | None,
 
     reason = (F.when(F.col(S.CORRUPT).isNotNull(), S.MALFORMED_LINE)
               .when(user.isNull() | (user == ""), S.MISSING_USER)
-              .when(item.isNull() | (item == ""), S.MISSING_ITEM)
-              .when(ts.isNull(), S.BAD_TIMESTAMP)
-              .when(ts > F.lit(latest_allowed), S.FUTURE_TIMESTAMP))
+              .when(item.isNull() | (item == ""), S.MISSING_ITEM))
+    if has_time:
+        reason = (reason.when(ts.isNull(), S.BAD_TIMESTAMP)
+                  .when(ts > F.lit(latest_allowed), S.FUTURE_TIMESTAMP))
     if event_types is not None:
         known = F.lit(False) if not event_types else event.isin(*event_types)
         reason = reason.when(event.isNull() | ~known, S.UNKNOWN_EVENT)
+    if value_required:
+        reason = reason.when(~has_value, S.MISSING_VALUE)
     reason = reason.when(has_value & (value.isNull() | F.isnan(value)), S.BAD_VALUE)
     if value_range is not None:
         lo, hi = value_range
@@ -66,7 +72,8 @@ def validate(df: DataFrame, *, ts_format: str, event_types: list[str] | None,
 
 
 def drop_exact_duplicates(df: DataFrame) -> DataFrame:
-    """The same event logged twice (same user, item, time, type and value) counts once."""
+    """The same event logged twice (same user, item, time, type and value) counts once.
+    Without time, two rows alike in all the rest are taken for one row exported twice."""
     return df.dropDuplicates([S.USER_ID, S.ITEM_ID, S.TS, S.EVENT, S.VALUE])
 
 
@@ -77,21 +84,50 @@ def abusive_users(df: DataFrame, max_events_per_day: int) -> DataFrame:
             .select(S.USER_ID).distinct())
 
 
-def to_pairs(df: DataFrame, event_weights: dict[str, float], default_weight: float) -> DataFrame:
-    """One row per (user, item): summed event weights as implicit confidence, latest time,
-    the value of the latest event that has one, and `n_events` merged."""
-    if event_weights:
+def to_pairs(df: DataFrame, event_weights: dict[str, float], default_weight: float,
+             method: str = "events", has_time: bool = True) -> DataFrame:
+    """One row per (user, item): its implicit confidence, latest time, the value of the latest
+    event that has one (without time: the highest), and `n_events` merged.
+
+    The confidence (`prepare.weight.method`) is the sum of the event weights (`events`,
+    `rating`: the rating only decides what is a positive, `rated_positive`), or the sum of the
+    events' values (`value`: plays, seconds; `transform_weights` then caps and squashes it)."""
+    if method == "value":
+        weight = F.col(S.VALUE)
+    elif event_weights:
         mapping = F.create_map(*[F.lit(x) for kv in sorted(event_weights.items()) for x in kv])
         weight = mapping[F.col(S.EVENT)]
     else:
         weight = F.lit(default_weight)
-    valued_ts = F.when(F.col(S.VALUE).isNotNull(), F.col(S.TS))
+    if has_time:
+        value = F.max_by(S.VALUE, F.when(F.col(S.VALUE).isNotNull(), F.col(S.TS)))
+    else:
+        value = F.max(S.VALUE)
     return (df.withColumn("_w", weight.cast("double"))
             .groupBy(S.USER_ID, S.ITEM_ID)
             .agg(F.sum("_w").cast("float").alias(S.WEIGHT),
                  F.max(S.TS).alias(S.TS),
-                 F.max_by(S.VALUE, valued_ts).cast("float").alias(S.VALUE),
+                 value.cast("float").alias(S.VALUE),
                  F.count(F.lit(1)).alias(S.N_EVENTS)))
+
+
+def transform_weights(pairs: DataFrame, cap_quantile: float | None, transform: str) -> tuple[DataFrame, float | None]:
+    """Summed values (plays, seconds) as confidence: capped at the `cap_quantile` of all pairs'
+    sums (one heavy listener's 20,000 plays should not outweigh everything), then `log1p` or
+    kept. Returns the pairs and the cap (None without one)."""
+    cap = None
+    w = F.col(S.WEIGHT)
+    if cap_quantile is not None:
+        cap = pairs.select(F.percentile_approx(S.WEIGHT, cap_quantile, 10_000)).first()[0]
+        w = F.least(w, F.lit(cap))
+    if transform == "log1p":
+        w = F.log1p(w)
+    return pairs.withColumn(S.WEIGHT, w.cast("float")), cap
+
+
+def rated_positive(threshold: float) -> Column:
+    """A pair whose rating (`value`) reaches `threshold`: the rest were seen and disliked."""
+    return F.col(S.VALUE) >= F.lit(threshold)
 
 
 def kcore_step(pairs: DataFrame, min_user: int, min_item: int) -> DataFrame:

@@ -39,6 +39,20 @@ def write_parquet(df: DataFrame, path: str, files: int) -> None:
     df.repartition(files).write.mode("overwrite").parquet(path)
 
 
+NO_TIME_NOTE = ("the log has no timestamps (input.columns.ts: null): split random per user; "
+                "no timestamp rules; repeats merged without a latest (a pair's value is its highest); "
+                "histories hold a seeded random subset in a seeded random order, so the sequence "
+                "models (sasrec, gru4rec) refuse this snapshot; recency features are null")
+
+
+def _value_range(p: PrepareConfig) -> tuple[float, float] | None:
+    """The configured range; a value summed into the weight must also be non-negative."""
+    lo, hi = p.value_range if p.value_range else (-math.inf, math.inf)
+    if p.weight.method == "value":
+        lo = max(lo, 0.0)
+    return None if (lo, hi) == (-math.inf, math.inf) else (lo, hi)
+
+
 def _reject_message(counts: dict[str, int], total: int, limit: float) -> str:
     rejected = sum(counts.values())
     detail = ", ".join(f"{r} {n}" for r, n in sorted(counts.items()))
@@ -77,18 +91,21 @@ def prepare(spark: SparkSession, cfg: Config, ds: str, *, now: datetime | None =
 
 
 def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datetime) -> None:
-    p = cfg.prepare
+    p, w = cfg.prepare, cfg.prepare.weight
     counts: dict[str, Any] = m.data["counts"]
     latest = now + timedelta(hours=p.future_tolerance_hours)
-    m.data["future_cutoff"] = latest.isoformat()
+    has_time = cfg.input.columns.ts is not None
+    m.data["future_cutoff"] = latest.isoformat() if has_time else None
+    if not has_time:
+        m.data["notes"] = [NO_TIME_NOTE]
 
     with m.timed("validate"):
         raw, ts_format = read_log(spark, cfg.input)
         validated = clean.validate(
             raw, ts_format=ts_format,
             event_types=sorted(p.event_weights) if cfg.input.columns.event else None,
-            value_range=tuple(p.value_range) if p.value_range else None,
-            latest_allowed=latest,
+            value_range=_value_range(p), latest_allowed=latest, has_time=has_time,
+            value_required=w.method != "events",
         ).persist(StorageLevel.MEMORY_AND_DISK)
         by_reason = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
         total = sum(by_reason.values())
@@ -109,7 +126,7 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
     with m.timed("clean"):
         good = validated.where(F.col(S.REASON).isNull()).drop(S.RAW, S.REASON)
         events = clean.drop_exact_duplicates(good).persist(StorageLevel.MEMORY_AND_DISK)
-        pairs = clean.to_pairs(events, p.event_weights, p.default_weight)
+        pairs = clean.to_pairs(events, p.event_weights, p.default_weight, w.method, has_time)
         abuse_events = 0
         if p.max_events_per_user_day is not None:
             bots = clean.abusive_users(events, p.max_events_per_user_day)
@@ -120,8 +137,17 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             pairs = pairs.where(F.col("_bot").isNull()).drop("_bot")
         deduped_events = pairs.agg(F.sum(S.N_EVENTS)).first()[0] or 0
         exact_copies = good_rows - deduped_events - abuse_events
+        disliked, below_events = None, 0
+        if w.method == "value":
+            pairs, cap = clean.transform_weights(pairs, w.cap_quantile, w.transform)
+            m.data["weight_cap"] = cap
+        elif w.method == "rating":  # below the threshold: seen, not a positive (nor in the k-core)
+            pairs = pairs.withColumn("_pos", clean.rated_positive(w.threshold)).localCheckpoint()
+            disliked = pairs.where(~F.col("_pos")).drop("_pos")
+            pairs = pairs.where(F.col("_pos")).drop("_pos")
+            below_events = disliked.agg(F.sum(S.N_EVENTS)).first()[0] or 0
         core, passes = clean.kcore(pairs, p.min_user_interactions, p.min_item_interactions)
-        kcore_events = deduped_events - (core.agg(F.sum(S.N_EVENTS)).first()[0] or 0)
+        kcore_events = deduped_events - below_events - (core.agg(F.sum(S.N_EVENTS)).first()[0] or 0)
         validated.unpersist()
         events.unpersist()
         counts["kcore_passes"] = passes
@@ -129,12 +155,16 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
     with m.timed("index"):
         # Ages and recencies are measured from the newest interaction, not the wall clock, so
         # re-running a snapshot gives the same features.
-        ref_ts = core.agg(F.max(S.TS).cast("long")).first()[0]
-        if ref_ts is None:
+        if core.isEmpty():
             raise RejectShareError("no interactions are left after the k-core filter "
                                    f"(min_user_interactions={p.min_user_interactions}, "
                                    f"min_item_interactions={p.min_item_interactions})")
-        m.data["snapshot_time"] = datetime.fromtimestamp(ref_ts, timezone.utc).isoformat()
+        if has_time:
+            ref_ts = core.agg(F.max(S.TS).cast("long")).first()[0]
+            m.data["snapshot_time"] = datetime.fromtimestamp(ref_ts, timezone.utc).isoformat()
+        else:  # side tables' dates age from the end of the snapshot's day instead
+            ref_ts = int(datetime.fromisoformat(m["ds"]).replace(tzinfo=timezone.utc).timestamp()) + 86400
+            m.data["snapshot_time"] = None
         side = {}
         for name, side_cfg, key in (("users", cfg.users, S.USER_ID), ("items", cfg.items, S.ITEM_ID)):
             if side_cfg is not None:
@@ -166,17 +196,26 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             raise RejectShareError(f"the {method} split left {train_rows} train and {valid_rows} "
                                    "validation rows; the snapshot would be unusable")
 
+    seen_rows = seen_events = 0
+    if disliked is not None:  # kept for exclusion where both user and item are indexed
+        seen = apply_index(apply_index(disliked, user_index, S.USER_ID, S.USER_IDX),
+                           item_index, S.ITEM_ID, S.ITEM_IDX).localCheckpoint()
+        seen_rows, seen_events = seen.agg(F.count(F.lit(1)), F.sum(S.N_EVENTS)).first()
+        seen_events = seen_events or 0
+
     kept = train_rows + valid_rows
-    merged = train_events + valid_events - kept
+    merged = train_events + valid_events - kept + seen_events - seen_rows
     counts.update(
         deduplicated=exact_copies + merged,
         deduplicated_detail={"exact_copies": exact_copies, "merged_repeat_events": merged},
-        filtered=abuse_events + kcore_events + cold_events,
+        filtered=abuse_events + kcore_events + cold_events + below_events - seen_events,
         filtered_detail={"abuse": abuse_events, "kcore": kcore_events,
-                         "valid_unknown_user_or_item": cold_events},
+                         "valid_unknown_user_or_item": cold_events,
+                         "below_threshold_unknown_user_or_item": below_events - seen_events},
         kept=kept,
+        seen_not_positive=seen_rows,
     )
-    counts["balanced"] = (counts["kept"] + rejected + counts["deduplicated"]
+    counts["balanced"] = (counts["kept"] + seen_rows + rejected + counts["deduplicated"]
                           + counts["filtered"]) == total
 
     with m.timed("write"):
@@ -186,7 +225,8 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         write_parquet(train, join(staging, S.TRAIN), training_files(train_rows, p))
         write_parquet(valid, join(staging, S.VALID), training_files(valid_rows, p))
         kept_rows = flagged.where(~F.col("_cold"))
-        hist = histories(kept_rows, p.history_len, split.VALID_FLAG).localCheckpoint()
+        hist = histories(kept_rows, p.history_len, split.VALID_FLAG,
+                         None if has_time else p.split.seed).localCheckpoint()
         summary = hist.agg(F.count(F.lit(1)).alias("users"),
                            F.sum((F.col(S.HISTORY_DROPPED) > 0).cast("long")).alias("truncated_users"),
                            F.sum(S.HISTORY_DROPPED).alias("dropped_rows")).first().asDict()
@@ -194,8 +234,12 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
                                "truncated_users": summary["truncated_users"] or 0,
                                "rows_left_out": summary["dropped_rows"] or 0}
         write_parquet(hist, join(staging, S.HISTORIES), training_files(summary["users"], p))
+        seen_cols = [S.USER_IDX, S.ITEM_IDX, S.TS, S.VALUE]
+        seen_df = (seen.select(*seen_cols) if disliked is not None
+                   else flagged.select(*seen_cols).limit(0))
+        write_parquet(seen_df, join(staging, S.SEEN), 1 if seen_rows == 0 else training_files(seen_rows, p))
         rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected,
-                S.HISTORIES: summary["users"]}
+                S.HISTORIES: summary["users"], S.SEEN: seen_rows}
         store = Storage(spark)
         for name, index, key, idx, count_name in (
                 (S.USERS, user_index, S.USER_ID, S.USER_IDX, "n_train"),
@@ -212,4 +256,4 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             rows[name] = rows[index_name] = n
         counts["rows"] = rows
         store.write_json(join(staging, S.COMPLETE_MARKER),
-                         snapshot.marker(m["ds"], rows, m.data["snapshot_time"], p.history_len))
+                         snapshot.marker(m["ds"], rows, m.data["snapshot_time"], p.history_len, has_time))

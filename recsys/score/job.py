@@ -108,6 +108,11 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
     cols = [S.USER_IDX, S.ITEM_IDX] + ([F.col(S.TS).cast("long").alias(S.TS)] if with_time else [])
     history = (spark.read.parquet(snap.dataset(S.TRAIN)).select(*cols)
                .unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(*cols)))
+    disliked = snap.rows.get(S.SEEN, 0) > 0  # seen, not positives: excluded, never history
+    if disliked:
+        history = (history.withColumn("disliked", F.lit(False))
+                   .unionByName(spark.read.parquet(snap.dataset(S.SEEN)).select(*cols)
+                                .withColumn("disliked", F.lit(True))))
     if s.users_table is not None or s.active_days is not None:  # only the chosen users' history
         history = history.join(users.select(S.USER_IDX), S.USER_IDX, "left_semi")
     trained = F.coalesce(F.col("n_train"), F.lit(0)) > 0
@@ -115,9 +120,12 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
               .when(F.lit(has_towers), F.lit("features")).otherwise(F.lit(POPULAR)))
     no_string, no_item = F.lit(None).cast("string"), F.lit(None).cast("int")
     no_time = [F.lit(None).cast("long").alias(S.TS)] if with_time else []
-    rows = users.select(S.USER_IDX, S.USER_ID, source.alias("source"), no_item.alias(S.ITEM_IDX), *no_time)
+    no_flag = [F.lit(None).cast("boolean").alias("disliked")] if disliked else []
+    rows = users.select(S.USER_IDX, S.USER_ID, source.alias("source"), no_item.alias(S.ITEM_IDX),
+                        *no_time, *no_flag)
     rows = rows.unionByName(history.select(S.USER_IDX, no_string.alias(S.USER_ID),
-                                           no_string.alias("source"), S.ITEM_IDX, *([S.TS] if with_time else [])))
+                                           no_string.alias("source"), S.ITEM_IDX, *([S.TS] if with_time else []),
+                                           *(["disliked"] if disliked else [])))
     return rows.repartition(parts, S.USER_IDX)
 
 
@@ -166,7 +174,8 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         warehouse.check_table_name(s.table)
         name, selected = resolve_model(root, s.model or cfg.train.model)
         artifact = load_artifact(root, name, version or selected)
-        model_snap = snapshot.Snapshot(artifact.data["snapshot"])
+        # Its counts as training saw them (`seen` among them), without reading its marker again.
+        model_snap = snapshot.Snapshot(artifact.data["snapshot"], {"rows": artifact.data.get("rows", {})})
         spec = artifact.config["model"]
         # A history model reads users from their history as of this ds, whichever snapshot it
         # was trained on; a table model can only score the users of its own snapshot.

@@ -100,8 +100,16 @@ class Scorer:
                 self.member_items, self.scratch = member_items, torch.empty_like(self.block)
 
     @torch.no_grad()
-    def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top-N item_idx and scores [B, N] for users [B]; -inf marks a missing tail."""
+    def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray,
+             disliked: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N item_idx and scores [B, N] for users [B]; -inf marks a missing tail. The users'
+        `seen` items (their history) and `disliked` ones (offsets, items: seen, not positives)
+        are never recommended."""
+
+        def exclude(scores):
+            exclude_(scores, offsets, seen, self.blocked)
+            return scores if disliked is None else exclude_(scores, *disliked)
+
         p = self.plan
         u = torch.as_tensor(users, dtype=torch.long)
         want = p.top_n if self.category is None else min(len(p.item_ids), CAP_HEADROOM * p.top_n)
@@ -111,8 +119,7 @@ class Scorer:
         seq = torch.as_tensor(ragged_tail(offsets, seen, p.max_len)) if model.reads_history else None
         if self.two_stage:  # factorised candidates, then the full model on those alone
             scores = torch.mm(model.candidate_user_vectors(u), self.item_vectors.T, out=block)
-            cand, cand_scores = top_n(exclude_(scores, offsets, seen, self.blocked), None,
-                                      max(want, p.candidates))
+            cand, cand_scores = top_n(exclude(scores), None, max(want, p.candidates))
             full = model.score(u, cand).masked_fill(~torch.isfinite(cand_scores), float("-inf"))
             values, order = torch.sort(full, dim=1, descending=True)
             items = cand.gather(1, order)[:, :want]
@@ -126,7 +133,7 @@ class Scorer:
                 scores = model.score_into(block, self.scratch[:len(u)], u, seq, self.member_items)
             else:  # ease
                 scores = model.score_users(u, seq)
-            items, values = top_n(exclude_(scores, offsets, seen, self.blocked), None, want)
+            items, values = top_n(exclude(scores), None, want)
         if self.category is not None:
             items, values = cap_per_category(items, values, self.category, p.cap, p.top_n)
         return items[:, :p.top_n].numpy(), values[:, :p.top_n].numpy()
@@ -143,9 +150,10 @@ class Scorer:
         ], names=["user_id", "item_id", "rank", "score"]))
 
     def score_users(self, user_ids: pa.Array, users: np.ndarray, sources: np.ndarray,
-                    offsets: np.ndarray, seen: np.ndarray) -> Iterator[Ranked]:
+                    offsets: np.ndarray, seen: np.ndarray,
+                    disliked: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[Ranked]:
         """Rank `users` (with their ids and sources) excluding each one's `seen` items, a
-        ragged array cut at `offsets`; popular users share one list."""
+        ragged array cut at `offsets` (and `disliked`, another); popular users share one list."""
         popular = sources == POPULAR
         if popular.any():
             idx = np.flatnonzero(popular)
@@ -158,18 +166,31 @@ class Scorer:
             for start in range(0, len(idx), self.rows_per_batch):
                 part = idx[start:start + self.rows_per_batch]
                 sub_offsets, sub_seen = take_ragged(offsets, seen, part)
-                items, scores = self.rank(users[part], sub_offsets, sub_seen)
+                sub_disliked = None if disliked is None else take_ragged(*disliked, part)
+                items, scores = self.rank(users[part], sub_offsets, sub_seen, sub_disliked)
                 yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source))
                 faults.maybe_fail("score_batch", self.plan.fault)
 
 
-def split_input(table: pa.Table, item_map: np.ndarray | None = None
-                ) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def split_input(table: pa.Table, item_map: np.ndarray | None = None) -> tuple[Any, ...]:
     """A partition's rows -> user ids, user_idx, sources, and each user's seen items (offsets,
-    flat; in time order when the rows carry `ts`), the arguments of `Scorer.score_users`."""
+    flat; in time order when the rows carry `ts`), the arguments of `Scorer.score_users`; rows
+    flagged `disliked` (seen, not positives) are only excluded, never read as history."""
     is_user = table.column("item_idx").is_null()
     users = table.filter(is_user)
     history = table.filter(pc.invert(is_user))
+    disliked = None
+    if "disliked" in table.column_names:
+        flag = history.column("disliked").fill_null(False)
+        if pc.any(flag).as_py():
+            rows = history.filter(flag)
+            items = rows.column("item_idx").to_numpy()
+            if item_map is not None:
+                items = item_map[items]
+            known = items >= 0
+            disliked = group_ragged(users.column("user_idx").to_numpy(),
+                                    rows.column("user_idx").to_numpy()[known], items[known])
+        history = history.filter(pc.invert(flag))
     user_idx = users.column("user_idx").to_numpy()
     pair_users = history.column("user_idx").to_numpy()
     pair_items = history.column("item_idx").to_numpy()
@@ -182,7 +203,7 @@ def split_input(table: pa.Table, item_map: np.ndarray | None = None
         pair_users, pair_items = pair_users[known], pair_items[known]
     offsets, seen = group_ragged(user_idx, pair_users, pair_items)
     return (users.column("user_id").combine_chunks(), user_idx,
-            users.column("source").to_numpy(zero_copy_only=False), offsets, seen)
+            users.column("source").to_numpy(zero_copy_only=False), offsets, seen, disliked)
 
 
 _SCORERS: dict[str, Scorer] = {}

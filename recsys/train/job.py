@@ -152,6 +152,10 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
     start = time.perf_counter()
     snap = check_snapshot(root, cfg.dataset, ds, t.num_processes)
     counts: dict[str, Any] = {}
+    if TASK_OF.get(name) == "sequence" and not snap.has_time:
+        raise SnapshotError(f"{name} learns the order of each user's items, and the snapshot of "
+                            f"ds={ds} has no timestamps (input.columns.ts: null): choose a model "
+                            "that reads no order (mf, ease, multvae, als, ...)")
     if name in HISTORY_MODELS:
         counts["histories"] = check_histories(snap, name, t)
     if name == "ease" and snap.rows[S.ITEM_INDEX] > t.ease_max_items:

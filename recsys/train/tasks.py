@@ -5,7 +5,8 @@ turns a NumPy batch into a loss through its objective. The loop (`loop.py`) is t
 equal steps on every rank, checkpoints, validation, refit.
 
 - `PairTask` (mf, neumf, two_tower): `train` rows (user, positive item, weight), negatives
-  sampled on the worker every step; the refit reads `train` and `valid`.
+  sampled on the worker every step (above `train.full_softmax_max_items` items, from a pool of
+  `train.sampled_negatives` shared by the step); the refit reads `train` and `valid`.
 - `SequenceTask` (sasrec, gru4rec) and `SetTask` (multvae): `histories`, one row per user;
   the fit leaves the validation rows out of each history, the refit keeps them.
 """
@@ -77,12 +78,16 @@ class PairTask(Task):
     def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
         super().__init__(spec, t, counts)
         self.batch_size, self.buffer = t.batch_size, t.shuffle_buffer
-        self.full = self.shared = False
+        self.full = self.shared = self.pooled = False
 
     def objective(self, model: Recommender) -> nn.Module:
         softmax = self.spec["loss"] == "softmax" and model.factorised
-        self.full = softmax and self.n_items <= self.t.full_softmax_max_items
-        self.shared = softmax and not self.full
+        large = self.n_items > self.t.full_softmax_max_items
+        self.full = softmax and not large
+        self.shared = softmax and large
+        # Per-row negatives (bpr, bce, a pair model's softmax) on a large catalogue: drawn from a
+        # pool shared by the step, so a step touches at most B + pool item rows, not B x (1 + K).
+        self.pooled = not softmax and large
         log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.shared else None
         return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q)
 
@@ -110,6 +115,10 @@ class PairTask(Task):
         elif self.shared:
             items = pos.unsqueeze(1)
             negatives = self.sampler.sample(1, t.sampled_negatives, gen)[0].to(device)
+        elif self.pooled:  # each row's K from one pool: still q-distributed, few distinct rows
+            pool = self.sampler.sample(1, t.sampled_negatives, gen)[0]
+            pick = torch.randint(0, len(pool), (len(users), t.negatives), generator=gen)
+            items = torch.cat([pos.unsqueeze(1), pool[pick]], dim=1)
         else:
             items = torch.cat([pos.unsqueeze(1), self.sampler.sample(len(users), t.negatives, gen)], dim=1)
         loss = net(users.to(device), items.to(device), weight.to(device), negatives)
