@@ -68,6 +68,8 @@ bench-train-scale: install
 # cut rows beside Spark ALS, EASE and popularity tuned on them (about 40 minutes).
 bench-quality: install
 	$(PY) tests/benchmarks/bench_quality.py
+	$(PY) tests/benchmarks/bench_quality.py --protocol random --models night,ease,mf,lightgcn
+	$(PY) tests/benchmarks/bench_quality.py --protocol cold --models two_tower
 
 clean:
 	rm -rf var .bench dist build

@@ -68,6 +68,14 @@ class InputConfig(SourceConfig):
 
 
 @dataclass
+class TagTableConfig(SourceConfig):
+    """A table of (user, item, tag[, ts]) rows, as tagging services export them: each item's
+    most used tags become one of its features."""
+    item: str = "item_id"
+    tag: str = "tag"
+
+
+@dataclass
 class SideTableConfig(SourceConfig):
     """A user or item attribute table joined on `key` to the log's ids."""
     key: str = ""
@@ -77,6 +85,14 @@ class SideTableConfig(SourceConfig):
     multi_hot: dict[str, list[str]] = field(default_factory=dict)  # feature -> 0/1 columns
     date: str | None = None  # e.g. an item's release date, turned into an age in days
     date_format: str = "yyyy-MM-dd"
+    # Lists of values, encoded through a vocabulary built in prepare (prep/vocab.py):
+    multi_valued: dict[str, str] = field(default_factory=dict)  # column -> separator ("A|B")
+    text: list[str] = field(default_factory=list)  # free-text columns (titles): their words
+    tags: TagTableConfig | None = None  # items: their most used tags from a tag table
+    min_count: int = 2  # a value, word or tag in fewer rows than this is "unknown" (id 1)
+    max_vocab: int = 50000  # the most frequent values per list feature
+    max_values: int = 8  # multi-valued columns and tags: values kept per row
+    max_tokens: int = 16  # text columns: words kept per row
 
 
 @dataclass
@@ -123,7 +139,7 @@ class PrepareConfig:
     history_len: int = 200
 
 
-MODELS = ("mf", "neumf", "two_tower", "sasrec", "gru4rec", "multvae", "ease", "als")
+MODELS = ("mf", "neumf", "two_tower", "lightgcn", "sasrec", "gru4rec", "multvae", "ease", "als")
 LOSSES = ("bpr", "softmax", "bce")
 
 
@@ -147,7 +163,7 @@ PER_MODEL: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    # One model (mf | neumf | two_tower | sasrec | gru4rec | multvae | ease | als), or None: the
+    # One model (mf | neumf | two_tower | lightgcn | sasrec | gru4rec | multvae | ease | als), or None: the
     # night trains every model of `candidates`, blends the best, and publishes the winner on
     # validation (a full bake-off every `select_every` days; the winner alone in between).
     model: str | None = None
@@ -192,6 +208,9 @@ class TrainConfig:
     max_len: int = 200  # at most prepare.history_len
     history_batch_size: int = 32  # users per step per worker
     blocks: int = 2  # sasrec: transformer blocks; gru4rec: GRU layers
+    graph_layers: int = 3  # lightgcn: propagation steps over the user-item graph
+    # lightgcn propagates the whole graph every step: refused above this many edges.
+    graph_max_edges: int = 20_000_000
     heads: int = 2  # sasrec: attention heads (dim must be a multiple)
     # The softmax loss (sequence models; mf and two_tower) scores every item up to this many,
     full_softmax_max_items: int = 20000
@@ -267,6 +286,11 @@ class ScoreConfig:
     category_column: str | None = None  # a categorical column of the items table ...
     max_per_category: int | None = None  # ... and at most this many items of one value each
     candidates: int = 400  # two-stage models: candidates re-ranked per user (at least top_n)
+    # Items of the catalogue (the items side table) with no interactions yet: never recommended,
+    # unless new_items and the model places them from their content (two_tower with item
+    # features); then new_item_share of each user's top_n is reserved for the best of them.
+    new_items: bool = False
+    new_item_share: float = 0.0
     batch_cells: int = 8_000_000  # users x items scored at once (memory per Python worker)
     # arrow: the Python workers write the Parquet files (fast; the table location must be one
     # pyarrow opens: local, hdfs://, s3://, s3a://, gs://); spark: Spark's writer (any Hadoop FS)
@@ -334,6 +358,10 @@ class Config:
         _one_of("score.writer", self.score.writer, ("arrow", "spark"))
         if self.score.top_n < 1:
             raise ConfigError("score.top_n must be at least 1")
+        if not 0 <= self.score.new_item_share < 1:
+            raise ConfigError(f"score.new_item_share must be in [0, 1), got {self.score.new_item_share}")
+        if self.score.new_item_share > 0 and not self.score.new_items:
+            raise ConfigError("score.new_item_share reserves slots for new items: set score.new_items: true")
         if (self.score.category_column is None) != (self.score.max_per_category is None):
             raise ConfigError("score.category_column and score.max_per_category go together")
         if self.input.format == "table" and not self.input.table:
@@ -354,8 +382,19 @@ class Config:
         self._check_weight()
         self._check_time()
         for name, side in (("users", self.users), ("items", self.items)):
-            if side is not None and not side.key:
+            if side is None:
+                continue
+            if not side.key:
                 raise ConfigError(f"{name}.key is required: the column that holds the id")
+            for key in ("min_count", "max_vocab", "max_values", "max_tokens"):
+                if getattr(side, key) < 1:
+                    raise ConfigError(f"{name}.{key} must be at least 1, got {getattr(side, key)}")
+            if any(not sep for sep in side.multi_valued.values()):
+                raise ConfigError(f"{name}.multi_valued maps a column to its separator, e.g. {{genres: '|'}}")
+            if side.tags is not None and (side.tags.path or side.tags.table) is None:
+                raise ConfigError(f"{name}.tags needs a path or a table")
+        if self.users is not None and self.users.tags is not None:
+            raise ConfigError("users.tags: a tag table describes items; set it under items.tags")
         return self
 
 
@@ -398,9 +437,11 @@ def _check_train(t: TrainConfig, model: str) -> None:
 
     for name in ("num_processes", "epochs", "batch_size", "dim", "negatives", "eval_k",
                  "history_batch_size", "blocks", "heads", "sampled_negatives", "kl_anneal_epochs",
-                 "als_max_iter"):
+                 "als_max_iter", "graph_max_edges"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{key(name)} must be at least 1, got {getattr(t, name)}")
+    if t.graph_layers < 0:
+        raise ConfigError(f"{key('graph_layers')} must be at least 0, got {t.graph_layers}")
     if t.max_len < 1:
         raise ConfigError(f"{key('max_len')} must be at least 1, got {t.max_len}")
     if model == "sasrec" and t.dim % t.heads:

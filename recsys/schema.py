@@ -45,7 +45,9 @@ HISTORIES = "histories"
 # Pairs a user has seen that are not positives (a rating below prepare.weight.threshold):
 # never trained on, excluded from the user's recommendations. Empty for other weightings.
 SEEN = "seen"
-PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS, HISTORIES, SEEN)
+# The user-item graph of train + valid, one row per edge with its normalisations (lightgcn).
+GRAPH = "graph"
+PREPARED_DATASETS = (TRAIN, VALID, USERS, ITEMS, USER_INDEX, ITEM_INDEX, REJECTS, HISTORIES, SEEN, GRAPH)
 
 # Columns of `histories` (one row per user, lists of the snapshot's history_len, left-padded).
 HISTORY_LENGTH = "length"  # real entries
@@ -54,6 +56,11 @@ HISTORY_ITEMS = "items"  # item_idx, PAD -1
 HISTORY_TS = "ts"  # epoch seconds, 0 for padding
 HISTORY_WEIGHTS = "weights"  # implicit confidence, 0 for padding
 HISTORY_VALID = "valid"  # 1 where the row is in the validation split
+
+# Columns of `graph` (besides user_idx, item_idx).
+GRAPH_VALID = "valid"  # 1 for a validation edge (left out of the fit)
+GRAPH_NORM_TRAIN = "norm_train"  # 1/sqrt(deg_u deg_i) over training edges; null on validation edges
+GRAPH_NORM_ALL = "norm_all"  # the same over every edge (the refit)
 
 # Marker written last into a published snapshot; readers refuse a snapshot without it.
 COMPLETE_MARKER = "_COMPLETE.json"

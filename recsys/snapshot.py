@@ -12,6 +12,8 @@
         rejects/              raw, reason: the quarantined rows
         seen/                 user_idx, item_idx, ts, value: pairs seen but not positives (a
                               rating below prepare.weight.threshold), excluded when scoring
+        graph/                user_idx, item_idx, valid, norm_train, norm_all: the edges of
+                              train + valid with LightGCN's normalisations (prep/graph.py)
         _COMPLETE.json        written last: {"ds", "rows": {dataset: count}, "snapshot_time",
                               "history_len", "has_time"}; a log without timestamps has null ts
                               everywhere, snapshot_time null, has_time false, and histories
@@ -114,6 +116,18 @@ def read_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
     table = fsio.read_table(path, columns=[S.USER_IDX, S.ITEM_IDX])
     return (table.column(S.USER_IDX).to_numpy().astype(np.int64),
             table.column(S.ITEM_IDX).to_numpy().astype(np.int64))
+
+
+def read_graph(path: str, refit: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user_idx, item_idx, norm) of the graph's edges: the training edges with their training
+    normalisation for a fit, every edge with the full one for the refit."""
+    table = fsio.read_table(path, columns=[S.USER_IDX, S.ITEM_IDX, S.GRAPH_VALID, S.GRAPH_NORM_TRAIN,
+                                           S.GRAPH_NORM_ALL]).to_pandas()
+    if not refit:
+        table = table[table[S.GRAPH_VALID] == 0]
+    norm = table[S.GRAPH_NORM_ALL if refit else S.GRAPH_NORM_TRAIN]
+    return (table[S.USER_IDX].to_numpy(np.int64), table[S.ITEM_IDX].to_numpy(np.int64),
+            norm.to_numpy(np.float32))
 
 
 @dataclass(frozen=True)

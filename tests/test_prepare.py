@@ -142,7 +142,9 @@ def test_movielens_end_to_end(spark, tmp_path):
     assert train.join(valid, [S.USER_IDX, S.ITEM_IDX]).count() == 0
     assert len(train.inputFiles()) >= cfg.prepare.min_row_groups  # one row group per file
     items = read(spark, cfg, S.ITEMS)
-    assert len(items.first()["genres"]) == 19
+    first = items.where(F.col(S.ITEM_IDX) == 0).first()  # the first movie: Toy Story (1995)
+    assert len(first["genres"]) == 8 and len(first["title"]) == 16  # fixed lengths, padded with 0
+    assert sum(g > 0 for g in first["genres"]) == 3 and sum(t > 0 for t in first["title"]) == 3  # toy story 1995
     assert items.where(F.col("release_date_age_days").isNull()).count() <= 2  # a few lack a date
 
 

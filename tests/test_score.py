@@ -170,7 +170,8 @@ def table(spark, name, ds=DS):
 
 
 def brute_force(cfg, version, model="mf"):
-    """Every user's top N by scoring every item with the loaded model, seen items removed."""
+    """Every user's top N by scoring every item with the loaded model, seen items removed, and
+    items without training interactions (no model has learnt them: score.new_items)."""
     snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
     from recsys.artifacts import load_artifact
     net = load_artifact(cfg.paths.root, model, version).load_model()
@@ -179,11 +180,13 @@ def brute_force(cfg, version, model="mf"):
     uid = pq.read_table(f"{snap}/user_index").to_pandas().set_index(S.USER_IDX)[S.USER_ID]
     iid = pq.read_table(f"{snap}/item_index").to_pandas().set_index(S.ITEM_IDX)[S.ITEM_ID]
     n_items = len(iid)
+    items = pq.read_table(f"{snap}/items").to_pandas()
+    untrained = set(items.loc[items["popularity"] == 0, S.ITEM_IDX])
     out = {}
     for u in seen[S.USER_IDX].unique():
         with torch.no_grad():
             s = net.score(torch.tensor([u]), torch.arange(n_items)[None])[0].numpy()
-        mine = set(seen[seen[S.USER_IDX] == u][S.ITEM_IDX])
+        mine = set(seen[seen[S.USER_IDX] == u][S.ITEM_IDX]) | untrained
         ranked = [i for i in np.argsort(-s, kind="stable") if i not in mine][:N]
         out[uid[u]] = ([iid[i] for i in ranked], s[ranked])
     return out

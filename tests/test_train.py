@@ -108,7 +108,7 @@ def test_uneven_shards_get_equal_steps_without_hanging(spark, snapshot, tmp_path
     assert epoch["rows_per_rank"][0] != epoch["rows_per_rank"][1]
 
 
-@pytest.mark.parametrize("model", ["mf", "neumf", "two_tower"])
+@pytest.mark.parametrize("model", ["mf", "neumf", "two_tower", "lightgcn"])
 def test_each_model_overfits_a_tiny_dataset(spark, snapshot, tmp_path, model):
     cfg = fresh(snapshot, tmp_path, "train.epochs=40", "train.id_dropout=0.0", "train.refit=false")
     m = train(spark, cfg, DS, model=model)
@@ -189,6 +189,9 @@ def test_bad_inputs_are_refused_before_workers_start(spark, snapshot, tmp_path):
         train(spark, cfg, "2026-01-01")
     with pytest.raises(ConfigError, match="unknown model 'bert4rec'"):
         train(spark, cfg, DS, model="bert4rec")
+    cfg.train.graph_max_edges = 100  # the toy graph has 112 edges
+    with pytest.raises(ConfigError, match="112 edges, above train.graph_max_edges=100"):
+        train(spark, cfg, DS, model="lightgcn")
     path = Path(snapshot_path(cfg.paths.root, cfg.dataset, DS)) / S.TRAIN
     table = train_table(cfg)
     shutil.rmtree(path)

@@ -10,12 +10,13 @@ from recsys.models.autoencoders import EASE, MultVAE
 from recsys.models.base import PAD, Recommender
 from recsys.models.blend import Blend
 from recsys.models.features import FeatureTable
+from recsys.models.graph import LightGCN
 from recsys.models.mf import MatrixFactorization
 from recsys.models.neumf import NeuMF
 from recsys.models.sequence import GRU4Rec, SASRec
 from recsys.models.two_tower import TwoTower
 
-DEFAULT_LOSS = {"mf": "bpr", "neumf": "bce", "two_tower": "softmax"}
+DEFAULT_LOSS = {"mf": "bpr", "neumf": "bce", "two_tower": "softmax", "lightgcn": "bpr"}
 # Models that compute a user from their recent items (no per-user table).
 HISTORY_MODELS = ("sasrec", "gru4rec", "multvae", "ease")
 
@@ -26,6 +27,8 @@ def build_model(spec: dict[str, Any], users: FeatureTable | None = None,
     name = spec["model"]
     if name in ("mf", "als"):  # ALS's factors are an MF without biases
         return MatrixFactorization(spec["n_users"], spec["n_items"], spec["dim"])
+    if name == "lightgcn":
+        return LightGCN(spec["n_users"], spec["n_items"], spec["dim"], spec["layers"])
     if name == "neumf":
         return NeuMF(spec["n_users"], spec["n_items"], spec["dim"], spec["hidden"], spec["dropout"])
     if name == "two_tower":

@@ -1,18 +1,22 @@
 """User and item feature tables from prepare, as tensors for the two-tower model.
 
 Categorical codes feed embeddings, numeric columns are log-scaled and standardised (missing
-becomes 0, the mean), multi-hot vectors pass through. `history` says which ids have training
+becomes 0, the mean), multi-hot vectors pass through, list features (genres, title words,
+tags: fixed-length vocabulary ids, 0 = padding) feed the content encoders of `content.py`. `history` says which ids have training
 interactions: the others have untrained id embeddings, which the model must ignore.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from recsys.snapshot import read_features
+
+# Per-id activity columns prepare writes first (prep/features.py `_activity`).
+ACTIVITY = ("n_train", "popularity", "recency_days", "age_days", "mean_value")
 
 
 @dataclass
@@ -22,6 +26,11 @@ class FeatureTable:
     numeric: Tensor  # [n, D] float32, standardised
     multi_hot: Tensor  # [n, W] float32
     history: Tensor  # [n] bool
+    # The leading numeric columns that describe activity (counts, recency): what an id without
+    # history does not have, so the towers drop them together with the id embedding.
+    activity: int = 0
+    lists: list[Tensor] = field(default_factory=list)  # each [n, L] int64 ids, 0 = padding
+    list_specs: list[dict] = field(default_factory=list)  # each {"name", "kind", "cardinality", "length"}
 
     @property
     def n(self) -> int:
@@ -30,14 +39,17 @@ class FeatureTable:
     def shapes(self) -> dict:
         """What a model needs to be rebuilt before its state dict is loaded."""
         return {"cardinalities": self.cardinalities, "n_numeric": self.numeric.shape[1],
-                "width": self.multi_hot.shape[1], "n": self.n}
+                "width": self.multi_hot.shape[1], "n": self.n, "lists": self.list_specs,
+                "activity": self.activity}
 
     @classmethod
     def empty(cls, shapes: dict) -> "FeatureTable":
         n = shapes["n"]
+        specs = list(shapes.get("lists", []))
         return cls(torch.zeros(n, len(shapes["cardinalities"]), dtype=torch.long),
                    list(shapes["cardinalities"]), torch.zeros(n, shapes["n_numeric"]),
-                   torch.zeros(n, shapes["width"]), torch.zeros(n, dtype=torch.bool))
+                   torch.zeros(n, shapes["width"]), torch.zeros(n, dtype=torch.bool), shapes.get("activity", 0),
+                   [torch.zeros(n, s["length"], dtype=torch.long) for s in specs], specs)
 
 
 def load_features(path: str, idx: str, count_column: str) -> FeatureTable:
@@ -51,7 +63,13 @@ def load_features(path: str, idx: str, count_column: str) -> FeatureTable:
     num = np.nan_to_num((num - np.nan_to_num(mean)) / np.where(std > 0, std, 1.0))
     hots = [np.stack(table[c].to_numpy()).astype(np.float32) for c in meta["multi_hot"]]
     multi = np.concatenate(hots, axis=1) if hots else np.zeros((len(table), 0), np.float32)
+    specs = [{"name": name, **spec} for name, spec in meta.get("lists", {}).items()]
+    lists = [torch.as_tensor(np.stack(table[s["name"]].to_numpy()).astype(np.int64)) for s in specs]
+    activity = 0
+    while activity < len(meta["numeric"]) and meta["numeric"][activity] in ACTIVITY:
+        activity += 1
     return FeatureTable(
+        activity=activity, lists=lists, list_specs=specs,
         categorical=categorical,
         cardinalities=[int(meta["categorical"][c]["cardinality"]) for c in cats],
         numeric=torch.as_tensor(num, dtype=torch.float32),

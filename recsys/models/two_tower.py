@@ -8,17 +8,21 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recsys.models.base import Recommender, mlp
+from recsys.models.content import ListEncoders
 from recsys.models.features import FeatureTable
 
 CAT_DIM = 16
 
 
 class Tower(nn.Module):
-    """id embedding + categorical embeddings + numeric + multi-hot -> MLP -> unit vector.
+    """id embedding + categorical embeddings + numeric + multi-hot + list features (a text CNN
+    over words, bags of genres or tags: content.py) -> MLP -> unit vector.
 
-    The id embedding is zeroed for ids without history (never trained) and, during
-    training, for a random `id_dropout` share of rows, so the features alone learn to place
-    a new user or item.
+    The id embedding and the activity features (counts, recency: what an id without history
+    lacks) are zeroed for ids without history (never trained) and, during training, for a
+    random `id_dropout` share of rows, so the content features alone learn to place a new user
+    or item as they will be asked to: with list features the item tower is the content item
+    encoder.
     """
 
     def __init__(self, features: FeatureTable, dim: int, hidden: list[int], dropout: float,
@@ -29,15 +33,20 @@ class Tower(nn.Module):
         self.cats = nn.ModuleList(nn.Embedding(c, CAT_DIM) for c in features.cardinalities)
         width = features.multi_hot.shape[1]
         self.multi = nn.Linear(width, CAT_DIM, bias=False) if width else None
-        in_dim = dim + CAT_DIM * len(self.cats) + features.numeric.shape[1] + (CAT_DIM if width else 0)
+        self.lists = ListEncoders(features.list_specs)
+        in_dim = (dim + CAT_DIM * len(self.cats) + features.numeric.shape[1] + (CAT_DIM if width else 0)
+                  + self.lists.width)
         self.mlp = mlp([in_dim, *hidden], dropout)
         self.out = nn.Linear(hidden[-1] if hidden else in_dim, dim)
         self.id_dropout = id_dropout
+        self.activity = features.activity
         # Buffers: saved with the weights, so a loaded model needs no feature files.
         self.register_buffer("f_cat", features.categorical)
         self.register_buffer("f_num", features.numeric)
         self.register_buffer("f_multi", features.multi_hot)
         self.register_buffer("f_history", features.history)
+        for j, ids in enumerate(features.lists):
+            self.register_buffer(f"f_list{j}", ids)
 
     def forward(self, ids: Tensor) -> Tensor:
         keep = self.f_history[ids].unsqueeze(1).float()
@@ -46,9 +55,13 @@ class Tower(nn.Module):
         parts = [self.id(ids) * keep]
         cat = self.f_cat[ids]
         parts += [emb(cat[:, j]) for j, emb in enumerate(self.cats)]
-        parts.append(self.f_num[ids])
+        num = self.f_num[ids]
+        if self.activity:  # the mean (0 after standardising) where there is no history to count
+            num = torch.cat([num[:, :self.activity] * keep, num[:, self.activity:]], dim=1)
+        parts.append(num)
         if self.multi is not None:
             parts.append(self.multi(self.f_multi[ids]))
+        parts += self.lists([getattr(self, f"f_list{j}")[ids] for j in range(len(self.lists.encoders))])
         return F.normalize(self.out(self.mlp(torch.cat(parts, dim=1))), dim=-1)
 
 

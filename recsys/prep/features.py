@@ -2,8 +2,9 @@
 
 Activity features come from the training split only (validation must not leak into them).
 Side-table attributes are encoded for embedding lookups: categorical values and numeric buckets
-become integer codes (0 = missing), flag columns become one multi-hot vector. What was encoded
-how is described in a small metadata dict written beside the table (`_features.json`).
+become integer codes (0 = missing), flag columns become one multi-hot vector, delimited
+columns, free text and tags become fixed-length lists of vocabulary ids (`vocab.py`). What was
+encoded how is described in a small metadata dict written beside the table (`_features.json`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pyspark.sql import functions as F
 
 from recsys import schema as S
 from recsys.config import SideTableConfig
+from recsys.prep import vocab
 from recsys.sources import require_columns
 
 DAY_SECONDS = 86400.0
@@ -38,24 +40,27 @@ def bucket_code(col: Any, edges: list[float]) -> Any:
 
 
 def encode_side_table(df: DataFrame, side: SideTableConfig, key_out: str,
-                      ref_ts: int) -> tuple[DataFrame, dict[str, Any]]:
-    """Encode the configured attributes of a side table; one row per id (first row wins)."""
+                      ref_ts: int, tags: DataFrame | None = None) -> tuple[DataFrame, dict[str, Any]]:
+    """Encode the configured attributes of a side table (and `tags`, a tag table, for items);
+    one row per id (first row wins)."""
     wanted = {"key": side.key, **{f"categorical[{c}]": c for c in side.categorical},
               **{f"numeric[{c}]": c for c in side.numeric},
               **{f"buckets[{c}]": c for c in side.buckets},
-              **{f"multi_hot[{n}]": c for n, cs in side.multi_hot.items() for c in cs}}
+              **{f"multi_hot[{n}]": c for n, cs in side.multi_hot.items() for c in cs},
+              **{f"multi_valued[{c}]": c for c in side.multi_valued},
+              **{f"text[{c}]": c for c in side.text}}
     if side.date:
         wanted["date"] = side.date
     require_columns(df, wanted, f"side table {side.path or side.table}")
 
     key = F.trim(F.col(side.key).cast("string"))
     df = df.where(key.isNotNull() & (key != "")).dropDuplicates([side.key])
-    meta: dict[str, Any] = {"categorical": {}, "numeric": [], "multi_hot": {}}
+    meta: dict[str, Any] = {"categorical": {}, "numeric": [], "multi_hot": {}, "lists": {}}
     out = [key.alias(key_out)]
     for c in side.categorical:
-        code, vocab = _codes(df, c)
+        code, values = _codes(df, c)
         out.append(code.alias(c))
-        meta["categorical"][c] = {"cardinality": len(vocab) + 1, "vocab": vocab}
+        meta["categorical"][c] = {"cardinality": len(values) + 1, "vocab": values}
     for c, edges in side.buckets.items():
         out.append(bucket_code(F.col(c), sorted(edges)).alias(f"{c}_bucket"))
         meta["categorical"][f"{c}_bucket"] = {"cardinality": len(edges) + 2, "edges": sorted(edges)}
@@ -71,7 +76,29 @@ def encode_side_table(df: DataFrame, side: SideTableConfig, key_out: str,
         age = (F.lit(ref_ts).cast("long") - F.unix_timestamp(date)) / DAY_SECONDS
         out.append(age.cast("float").alias(f"{side.date}_age_days"))
         meta["numeric"].append(f"{side.date}_age_days")
-    return df.select(*out), meta
+    encoded = df.select(*out)
+    lists = [(c, "values", vocab.split_values(F.col(c), sep), side.max_values) for c, sep in side.multi_valued.items()]
+    lists += [(c, "text", vocab.tokens(F.col(c)), side.max_tokens) for c in side.text]
+    for name, kind, values, length in lists:
+        encoded = _with_list(encoded, df.select(key.alias(key_out), values.alias(name)), key_out, name,
+                             kind, length, side, meta)
+    if tags is not None:
+        per_item = vocab.top_tags(tags, side.tags.item, side.tags.tag, key_out, side.max_values)
+        encoded = _with_list(encoded, per_item, key_out, "tags", "values", side.max_values, side, meta)
+    return encoded, meta
+
+
+def _with_list(encoded: DataFrame, lists: DataFrame, key: str, name: str, kind: str, length: int,
+               side: SideTableConfig, meta: dict[str, Any]) -> DataFrame:
+    """`encoded` with the list feature `name`: `lists`' strings as `length` vocabulary ids."""
+    if name in encoded.columns:
+        raise ValueError(f"side table feature {name!r} is configured twice")
+    words = vocab.vocabulary(lists, name, side.min_count, side.max_vocab).localCheckpoint()
+    meta["lists"][name] = {"kind": kind, "length": length, "cardinality": words.count() + 2}
+    ids = vocab.encode(lists.dropDuplicates([key]), key, name, words, length)
+    pad = F.array_repeat(F.lit(vocab.PAD), length)
+    return (encoded.join(ids, key, "left")
+            .withColumn(name, F.coalesce(F.col(name), pad)))
 
 
 def _activity(train: DataFrame, idx: str, ref_ts: int, count_name: str) -> DataFrame:
@@ -97,16 +124,19 @@ def entity_features(train: DataFrame, index: DataFrame, side: DataFrame | None,
     """
     activity = _activity(train, idx, ref_ts, count_name)
     out = index.join(activity, idx, "left").fillna(0, subset=[count_name])
-    meta: dict[str, Any] = {"key": idx, "categorical": {}, "multi_hot": {},
+    meta: dict[str, Any] = {"key": idx, "categorical": {}, "multi_hot": {}, "lists": {},
                             "numeric": [count_name, "recency_days", "age_days", "mean_value"]}
     if side is not None:
         out = out.join(side, key, "left")
         meta["categorical"].update(side_meta["categorical"])
         meta["multi_hot"].update(side_meta["multi_hot"])
+        meta["lists"] = dict(side_meta["lists"])
         meta["numeric"] += side_meta["numeric"]
         fill = {c: 0 for c in side_meta["categorical"]}
         out = out.fillna(fill)
         for name, spec in side_meta["multi_hot"].items():
             zeros = F.array(*[F.lit(0.0).cast("float")] * spec["width"])
             out = out.withColumn(name, F.coalesce(F.col(name), zeros))
+        for name, spec in side_meta["lists"].items():  # no side row: every position padding
+            out = out.withColumn(name, F.coalesce(F.col(name), F.array_repeat(F.lit(vocab.PAD), spec["length"])))
     return out.drop(key), meta

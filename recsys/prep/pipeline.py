@@ -21,9 +21,10 @@ from recsys.config import Config, PrepareConfig, to_dict
 from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
 from recsys.prep import clean, features, split
+from recsys.prep.graph import graph_edges
 from recsys.prep.histories import histories
 from recsys.prep.index import apply_index, build_index
-from recsys.sources import read_log, read_source
+from recsys.sources import read_log, read_source, require_columns
 from recsys.storage import Storage, join, resolve_root
 
 
@@ -169,7 +170,12 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         for name, side_cfg, key in (("users", cfg.users, S.USER_ID), ("items", cfg.items, S.ITEM_ID)):
             if side_cfg is not None:
                 table = read_source(spark, side_cfg, all_strings=False, what=f"{name} side table")
-                side[name] = features.encode_side_table(table, side_cfg, key, ref_ts)
+                tags = None
+                if side_cfg.tags is not None:
+                    tags = read_source(spark, side_cfg.tags, all_strings=False, what="items.tags table")
+                    require_columns(tags, {"items.tags.item": side_cfg.tags.item, "items.tags.tag": side_cfg.tags.tag},
+                                    f"items.tags table {side_cfg.tags.path or side_cfg.tags.table}")
+                side[name] = features.encode_side_table(table, side_cfg, key, ref_ts, tags)
         user_index = build_index(core, side.get("users", (None,))[0], S.USER_ID, S.USER_IDX)
         item_index = build_index(core, side.get("items", (None,))[0], S.ITEM_ID, S.ITEM_IDX)
         user_index, item_index = user_index.localCheckpoint(), item_index.localCheckpoint()
@@ -234,12 +240,14 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
                                "truncated_users": summary["truncated_users"] or 0,
                                "rows_left_out": summary["dropped_rows"] or 0}
         write_parquet(hist, join(staging, S.HISTORIES), training_files(summary["users"], p))
+        write_parquet(graph_edges(kept_rows, split.VALID_FLAG), join(staging, S.GRAPH),
+                      training_files(kept, p))
         seen_cols = [S.USER_IDX, S.ITEM_IDX, S.TS, S.VALUE]
         seen_df = (seen.select(*seen_cols) if disliked is not None
                    else flagged.select(*seen_cols).limit(0))
         write_parquet(seen_df, join(staging, S.SEEN), 1 if seen_rows == 0 else training_files(seen_rows, p))
         rows = {S.TRAIN: train_rows, S.VALID: valid_rows, S.REJECTS: rejected,
-                S.HISTORIES: summary["users"], S.SEEN: seen_rows}
+                S.HISTORIES: summary["users"], S.SEEN: seen_rows, S.GRAPH: kept}
         store = Storage(spark)
         for name, index, key, idx, count_name in (
                 (S.USERS, user_index, S.USER_ID, S.USER_IDX, "n_train"),

@@ -86,6 +86,19 @@ def top_n(scores: Tensor, exclude: Tensor | None, n: int) -> tuple[Tensor, Tenso
     return items, values
 
 
+def top_n_reserving(scores: Tensor, reserved: Tensor, n: int, k: int) -> tuple[Tensor, Tensor]:
+    """`top_n` with at least k of the n from the `reserved` columns (e.g. new items) where they
+    score finite: their best k, then the best n - k of all the rest, in score order. `scores`
+    is overwritten where the reserved winners were."""
+    part = scores[:, reserved]  # [B, len(reserved)], a copy
+    values_r, pos = top_k(part, min(k, part.shape[1]))
+    items_r = reserved[pos]
+    scores.scatter_(1, items_r, NEG_INF)
+    items_o, values_o = top_n(scores, None, n - items_r.shape[1])
+    values, order = torch.sort(torch.cat([values_r, values_o], 1), dim=1, descending=True)
+    return torch.cat([items_r, items_o], 1).gather(1, order), values
+
+
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """`torch.topk(scores, k, dim=1)` (values, indices), in two levels when rows are long.
 

@@ -68,6 +68,10 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snaps
                                      f"of {snap.dataset(S.ITEMS)} (it has {', '.join(items.columns)})")
         category = items[s.category_column].to_numpy().astype(np.int64)
     popularity = items["popularity"].to_numpy().astype(np.float32)
+    new = popularity == 0  # in the catalogue, never interacted with: only content can place them
+    allow_new = s.new_items and content_aware(artifact.config["model"])
+    if new.any() and not allow_new:
+        blocked = new if blocked is None else blocked | new
     order = np.lexsort((np.arange(n_items), -popularity))
     if blocked is not None:
         order = order[~blocked[order]]
@@ -84,7 +88,17 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snaps
         top_n=s.top_n, candidates=max(s.candidates, s.top_n), blocked=blocked, category=category,
         cap=s.max_per_category, popular=pop_items[: s.top_n][keep],
         popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells,
-        max_len=history_length(artifact.config["model"]))
+        max_len=history_length(artifact.config["model"]),
+        new_items=new if allow_new else None, new_slots=round(s.new_item_share * s.top_n) if allow_new else 0,
+        new_total=int(new.sum()))
+
+
+def content_aware(spec: dict) -> bool:
+    """Whether the model places an item from its side features alone (new items)."""
+    if spec["model"] == "blend":
+        return False  # a blend's other members know nothing of new items
+    f = spec.get("item_features") if spec["model"] == "two_tower" else None
+    return bool(f and (f.get("lists") or f["cardinalities"] or f["width"]))
 
 
 def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,
@@ -222,6 +236,9 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         m.data["outputs"] = {"table": s.table, "partition": f"ds={ds}", "location": published["location"],
                              "dropped_partitions": dropped}
         m.data["counts"] = {"users_scored": n_users, "users_by_source": by_source,
+                            "new_items": {"in_catalogue": plan.new_total,
+                                          "recommendable": plan.new_items is not None,
+                                          "reserved_slots": plan.new_slots},
                             "rows_written": published["rows"], "model_version": artifact.version,
                             # the whole job (checks, plan, publish) and its scoring + writing stage
                             "users_per_s": round(n_users / m.elapsed(), 1),

@@ -25,7 +25,7 @@ from recsys import faults
 from recsys.models import build_model
 from recsys.score import writer
 from recsys.ranking.topk import (CAP_HEADROOM, cap_per_category, exclude_, group_ragged, ragged_tail,
-                                 take_ragged, top_n)
+                                 take_ragged, top_n, top_n_reserving)
 
 OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
 SOURCES = writer.SOURCES
@@ -59,6 +59,11 @@ class Plan:
     # History models scoring a newer snapshot than they were trained on: its item_idx -> the
     # model's (-1: an item the model does not know). None: the same item ids.
     item_map: np.ndarray | None = None
+    # score.new_item_share: items with no interactions (scored by a content-aware model) and
+    # how many of each user's top_n are reserved for the best of them.
+    new_items: np.ndarray | None = None
+    new_slots: int = 0
+    new_total: int = 0  # items without interactions in the catalogue (recommended or blocked)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per score job
     fault: str | None = field(default_factory=faults.current)  # for the failure tests
 
@@ -83,6 +88,8 @@ class Scorer:
         self.blocked = (torch.as_tensor(np.flatnonzero(plan.blocked))
                         if plan.blocked is not None else None)
         self.category = torch.as_tensor(plan.category) if plan.category is not None else None
+        self.new_items = (torch.as_tensor(np.flatnonzero(plan.new_items))
+                          if plan.new_items is not None and plan.new_slots > 0 else None)
         self.rows_per_batch = max(1, plan.batch_cells // max(1, len(plan.item_ids)))
         # One score block, reused: a fresh [batch, n_items] block per batch fragments the heap
         # around the small arrays kept for the Parquet writer (workers grew to 5 GB at 100k items).
@@ -133,7 +140,10 @@ class Scorer:
                 scores = model.score_into(block, self.scratch[:len(u)], u, seq, self.member_items)
             else:  # ease
                 scores = model.score_users(u, seq)
-            items, values = top_n(exclude(scores), None, want)
+            if self.new_items is not None and len(self.new_items):
+                items, values = top_n_reserving(exclude(scores), self.new_items, want, p.new_slots)
+            else:
+                items, values = top_n(exclude(scores), None, want)
         if self.category is not None:
             items, values = cap_per_category(items, values, self.category, p.cap, p.top_n)
         return items[:, :p.top_n].numpy(), values[:, :p.top_n].numpy()

@@ -69,6 +69,20 @@ def check_histories(snap: snapshot.Snapshot, name: str, t: TrainConfig) -> dict[
     return {"users": len(lengths), "longer_than_max_len": int(longer.sum())}
 
 
+def check_graph(snap: snapshot.Snapshot, t: TrainConfig) -> int:
+    """lightgcn needs the snapshot's graph, no larger than it can propagate every step."""
+    edges = snap.rows.get(S.GRAPH)
+    if edges is None or not fsio.exists(snap.dataset(S.GRAPH)):
+        raise SnapshotError(f"lightgcn propagates over the user-item graph, and the snapshot at "
+                            f"{snap.path} has none (written before graphs existed?): re-run prepare "
+                            f"for ds={snap.ds}")
+    if edges > t.graph_max_edges:
+        raise ConfigError(f"lightgcn propagates the whole graph on every step: the graph of ds={snap.ds} "
+                          f"has {edges} edges, above train.graph_max_edges={t.graph_max_edges}; "
+                          "choose another model or raise the limit")
+    return edges
+
+
 def model_spec(t: TrainConfig, name: str, snap: snapshot.Snapshot) -> dict[str, Any]:
     spec = {"model": name, "n_users": snap.rows[S.USER_INDEX], "n_items": snap.rows[S.ITEM_INDEX],
             "dim": t.dim, "hidden": list(t.hidden), "dropout": t.dropout,
@@ -76,6 +90,8 @@ def model_spec(t: TrainConfig, name: str, snap: snapshot.Snapshot) -> dict[str, 
     if name in HISTORY_MODELS:
         spec.update(max_len=t.max_len, blocks=t.blocks, heads=t.heads,
                     vae_hidden=list(t.vae_hidden), vae_dropout=t.vae_dropout)
+    if name == "lightgcn":
+        spec["layers"] = t.graph_layers
     if name == "two_tower":
         spec["user_features"] = load_features(snap.dataset(S.USERS), S.USER_IDX, "n_train").shapes()
         spec["item_features"] = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity").shapes()
@@ -158,6 +174,8 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
                             "that reads no order (mf, ease, multvae, als, ...)")
     if name in HISTORY_MODELS:
         counts["histories"] = check_histories(snap, name, t)
+    if name == "lightgcn":
+        counts["graph_edges"] = check_graph(snap, t)
     if name == "ease" and snap.rows[S.ITEM_INDEX] > t.ease_max_items:
         raise ConfigError(f"ease inverts an items x items matrix: the catalogue of ds={ds} has "
                           f"{snap.rows[S.ITEM_INDEX]} items, above train.ease_max_items="
@@ -173,7 +191,7 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
         "history_len": snap.history_len,
         "urls": {k: fsio.url(snap.dataset(k)) for k in (S.TRAIN, S.VALID, S.HISTORIES)},
         "rows": snap.rows,
-        "paths": {k: snap.dataset(k) for k in (S.TRAIN, S.VALID, S.USERS, S.ITEMS, S.HISTORIES)},
+        "paths": {k: snap.dataset(k) for k in (S.TRAIN, S.VALID, S.USERS, S.ITEMS, S.HISTORIES, S.GRAPH)},
     }
     inputs = {"snapshot": snap.path, "rows": snap.rows}
     with _timed(timings, "train"):

@@ -32,6 +32,8 @@ from recsys.config import TrainConfig
 from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
+from recsys.models.graph import adjacency
+from recsys.snapshot import read_graph
 from recsys.train import distributed as D
 from recsys.train.progress import Progress
 from recsys.train.reader import open_shards, rebatch
@@ -80,9 +82,13 @@ class Run:
     after `backward`, `exchange` averages the gradients over the workers (sparse.py)."""
 
     def __init__(self, ctx: D.DistContext, spec: dict[str, Any], t: TrainConfig, task: Task,
-                 features: tuple):
+                 features: tuple, phase: str = FIT):
         torch.manual_seed(t.seed)  # the same initial weights on every rank, and in each phase
         self.model = build_model(spec["model"], *features).to(ctx.device)
+        if spec["model"]["model"] == "lightgcn":  # the fit's graph has no validation edges
+            m = spec["model"]
+            edges = read_graph(spec["paths"][S.GRAPH], refit=phase == REFIT)
+            self.model.set_graph(adjacency(*edges, m["n_users"], m["n_items"]))
         self.net = task.objective(self.model).to(ctx.device)
         self.opt = Optimizers(self.net, t)  # switches the id tables to sparse gradients
         self.exchange = GradientExchange(self.net, ctx.world)
@@ -111,6 +117,8 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
     last, best = f"{spec['run_dir']}/last.pt", f"{spec['run_dir']}/best.pt"
     if spec["resume"] and fsio.exists(last):
         ckpt = load_state(last)
+        if ckpt["state"]["phase"] == REFIT:
+            run = Run(ctx, spec, t, task, features, REFIT)
         run.load(ckpt)
         state = ckpt["state"]
         log.info("resumed from %s after %s epoch %d", last, state["phase"], state["epoch"])
@@ -144,7 +152,7 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
             stop = D.from_main(ctx, stop)
         if t.refit:
             state.update(phase=REFIT, epoch=-1)
-            run = Run(ctx, spec, t, task, features)
+            run = Run(ctx, spec, t, task, features, REFIT)
 
     if t.refit:
         epochs = D.from_main(ctx, state["best_epoch"] + 1)

@@ -4,7 +4,7 @@ A task names the dataset a worker reads (its Petastorm columns, per phase), the 
 turns a NumPy batch into a loss through its objective. The loop (`loop.py`) is the same for all:
 equal steps on every rank, checkpoints, validation, refit.
 
-- `PairTask` (mf, neumf, two_tower): `train` rows (user, positive item, weight), negatives
+- `PairTask` (mf, neumf, two_tower, lightgcn): `train` rows (user, positive item, weight), negatives
   sampled on the worker every step (above `train.full_softmax_max_items` items, from a pool of
   `train.sampled_negatives` shared by the step); the refit reads `train` and `valid`.
 - `SequenceTask` (sasrec, gru4rec) and `SetTask` (multvae): `histories`, one row per user;
@@ -203,6 +203,6 @@ class SetTask(HistoryTask):
 
 TASKS = {"pairs": PairTask, "sequence": SequenceTask, "set": SetTask}
 # The task each model learns with by SGD (ease and als are fitted on the driver: fitted.py).
-TASK_OF = {"mf": "pairs", "neumf": "pairs", "two_tower": "pairs",
+TASK_OF = {"mf": "pairs", "neumf": "pairs", "two_tower": "pairs", "lightgcn": "pairs",
            "sasrec": "sequence", "gru4rec": "sequence", "multvae": "set"}
 

@@ -17,7 +17,20 @@ Printed: NDCG@10 and Recall@10 with standard errors, catalogue coverage, each ro
 difference (± SE) against the best peer, and the training time. Metric definitions are those
 of `recsys/ranking/metrics.py`.
 
-    .venv/bin/python tests/benchmarks/bench_quality.py [--models sasrec,mf] [--log FILE]
+`--protocol random` (issue 14: a log without timestamps): the log loses its time column, each
+user's cut is 20% of their pairs at random (seeded), and the pipeline is told the log has no
+timestamps (`input.columns.ts: null`, random split) and that its value column is a count to
+weigh pairs by (`prepare.weight.method: value`), as a play-count export would be read.
+
+`--protocol cold` (issue 14: new items): the newest 10% of items by first interaction are new.
+Their rows are split by user, half and half (seeded): the test half is the truth. In the cold
+run every row of the new items is cut from the log, so the pipeline knows them only from the
+catalogue (movies.tsv: title, genres) and `score.new_items` lets a content-aware model
+recommend them; in the warm run the other half of their rows stays in the log. Both runs rank
+the new items alone (`score.allow_items`: the new items) and are scored by recall@50 over the
+test users; printed: both and their ratio. Popularity and ALS score zero cold by construction.
+
+    .venv/bin/python tests/benchmarks/bench_quality.py [--models sasrec,mf] [--log FILE] [--protocol random|cold]
 """
 from __future__ import annotations
 
@@ -42,7 +55,12 @@ CONF = os.path.join(REPO, "conf", "movielens.yaml")
 DS = "2026-12-01"
 K = 10
 # "night": the configuration names no model, so the night chooses among its candidates.
-MODELS = ("night", "sasrec", "gru4rec", "multvae", "ease", "als", "mf", "neumf", "two_tower")
+MODELS = ("night", "sasrec", "gru4rec", "multvae", "ease", "als", "mf", "neumf", "two_tower", "lightgcn")
+# What the pipeline is told about a log without its time column (--protocol random).
+NO_TIME = ["input.names=[user_id, item_id, rating]",
+           "input.columns={user: user_id, item: item_id, ts: null, value: rating}",
+           "prepare.split.method=random", "prepare.weight.method=value"]
+SEED = 20261203
 EASE_LAMBDAS = (50, 100, 200, 300, 500, 800, 1200, 2000)
 ALS_REGS = (0.03, 0.1, 0.3, 1.0)
 ALS_ALPHAS = (0.3, 1.0, 3.0, 10.0)
@@ -57,6 +75,70 @@ def cut_log(log: pd.DataFrame, share: float = 0.2, min_rows: int = 5) -> tuple[p
     is_cut = pos >= n - n_cut
     kept, cut = log[~is_cut], log[is_cut]
     return kept, cut[cut["item"].isin(set(kept["item"]))]
+
+
+def cut_random(log: pd.DataFrame, share: float = 0.2, min_rows: int = 5,
+               seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same cut for a log without time: round(share * n) of each user's rows at random."""
+    rng = np.random.default_rng(seed)
+    log = log.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
+    log = log.assign(_r=rng.random(len(log))).sort_values(["user", "_r"], kind="stable")
+    pos = log.groupby("user").cumcount()
+    n = log.groupby("user")["item"].transform("size")
+    n_cut = np.where(n < min_rows, 0, np.round(share * n)).astype(int)
+    is_cut = pos < n_cut
+    kept, cut = log[~is_cut].drop(columns="_r"), log[is_cut].drop(columns="_r")
+    return kept, cut[cut["item"].isin(set(kept["item"]))]
+
+
+def cut_cold(log: pd.DataFrame, share: float = 0.1, seed: int = SEED
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[int]]:
+    """(cold log, warm log, truth rows, new items): see --protocol cold."""
+    first = log.groupby("item")["ts"].min().sort_values(kind="stable")
+    new = sorted(first.index[-round(share * len(first)):].tolist())
+    rows = log[log["item"].isin(new)]
+    users = np.sort(rows["user"].unique())
+    test_users = set(np.random.default_rng(seed).permutation(users)[: len(users) // 2].tolist())
+    truth = rows[rows["user"].isin(test_users)]
+    cold = log[~log["item"].isin(new)]
+    warm = log.drop(index=truth.index)
+    return cold, warm, truth, new
+
+
+def recall_on(lists: dict, truth: pd.DataFrame, k: int = 50) -> np.ndarray:
+    """Per test user, the share of their truth items in their top k."""
+    relevant = truth.groupby("user")["item"].apply(set)
+    return np.array([len(set(lists.get(u, [])[:k]) & rel) / len(rel) for u, rel in relevant.items()])
+
+
+def cold_protocol(args) -> None:
+    log = pd.read_csv(args.log, sep="\t", names=["user", "item", "rating", "ts"])
+    cold, warm, truth, new = cut_cold(log)
+    allow = os.path.join(args.root, "new_items.csv")
+    pd.DataFrame({"item_id": new}).to_csv(allow, index=False)
+    print(f"{len(new)} new items; {len(truth):,} truth rows of {truth['user'].nunique():,} users; "
+          f"cold log {len(cold):,} rows, warm log {len(warm):,}", flush=True)
+    common = ["score.top_n=50", f"score.allow_items={{path: {allow}, format: csv}}", *args.extra]
+    models = "two_tower" if args.models == ",".join(MODELS) else args.models
+    out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "protocol": "cold", "new_items": len(new),
+           "truth_rows": len(truth), "users": int(truth["user"].nunique()), "rows": []}
+    for model in models.split(","):
+        recalls = {}
+        for kind, part, sets in (("cold", cold, ["score.new_items=true"]), ("warm", warm, [])):
+            path = os.path.join(args.root, f"log-{kind}.tsv")
+            part.to_csv(path, sep="\t", header=False, index=False)
+            run = run_pipeline(model, os.path.join(args.root, kind), path, args.conf, [*common, *sets])
+            lists = read_table(os.path.join(args.root, kind), args.conf, run["table"], k=50)
+            recalls[kind] = recall_on(lists, truth)
+            print(f"  {model} {kind}: recall@50 on the new items {recalls[kind].mean():.4f} "
+                  f"± {mean_se(recalls[kind])[1]:.4f}, train {run['train_s']:.0f}s", flush=True)
+        ratio = recalls["cold"].mean() / max(recalls["warm"].mean(), 1e-12)
+        print(f"  {model}: cold / warm recall@50 = {ratio:.2f}", flush=True)
+        out["rows"].append({"model": model, "cold_recall@50": float(recalls["cold"].mean()),
+                            "warm_recall@50": float(recalls["warm"].mean()), "ratio": float(ratio),
+                            "cold_se": mean_se(recalls["cold"])[1], "warm_se": mean_se(recalls["warm"])[1]})
+    with open(os.path.join(REPO, ".bench", "quality-cold.json"), "w") as f:
+        json.dump(out, f, indent=2, default=float)
 
 
 class Judge:
@@ -183,9 +265,9 @@ def run_pipeline(entry: str, root: str, log_path: str, conf: str, extra: list[st
             "gate_passed": score.get("gate", {}).get("passed"), "table": table}
 
 
-def read_table(root: str, conf: str, table: str) -> dict:
+def read_table(root: str, conf: str, table: str, k: int = K) -> dict:
     import subprocess
-    query = f"SELECT user_id, item_id, rank FROM {table} WHERE ds = '{DS}' AND rank <= {K}"
+    query = f"SELECT user_id, item_id, rank FROM {table} WHERE ds = '{DS}' AND rank <= {k}"
     out = subprocess.run([RECSYS, "sql", "--conf", conf, "--set", f"paths.root={root}", query],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     rows = pd.DataFrame([json.loads(x) for x in out.splitlines() if x.startswith("{")])
@@ -228,12 +310,21 @@ def main() -> None:
     ap.add_argument("--conf", default=CONF)
     ap.add_argument("--root", default=os.path.join(REPO, ".bench", "quality"))
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    ap.add_argument("--protocol", choices=("userlast", "random", "cold"), default="userlast",
+                    help="userlast: cut each user's newest 20%%; random: a log without time, 20%% cut at random")
     ap.add_argument("--pair", action="append", default=[], metavar="A,B",
                     help="print the paired NDCG difference of two of the --models entries")
     args = ap.parse_args()
     os.makedirs(args.root, exist_ok=True)
+    if args.protocol == "cold":
+        return cold_protocol(args)
     log = pd.read_csv(args.log, sep="\t", names=["user", "item", "rating", "ts"])
-    kept, cut = cut_log(log)
+    if args.protocol == "random":
+        kept, cut = cut_random(log)
+        kept = kept.drop(columns="ts")
+        args.extra = [*NO_TIME, *args.extra]
+    else:
+        kept, cut = cut_log(log)
     log_path = os.path.join(args.root, "log.tsv")
     kept.to_csv(log_path, sep="\t", header=False, index=False)
     print(f"log {len(log):,} rows: the pipeline gets {len(kept):,}, {len(cut):,} cut rows of "
@@ -269,9 +360,11 @@ def main() -> None:
         if a in results and b in results:
             diff, se = mean_se(results[a]["scores"]["ndcg"] - results[b]["scores"]["ndcg"])
             print(f"paired NDCG@10 {a} - {b}: {diff:+.4f} ± {se:.4f} ({diff / se if se else 0:+.1f} SE)")
-    out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "rows": rows,
+    out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "protocol": args.protocol, "rows": rows,
            "users": len(judge.users), "user_ids": [int(u) for u in judge.users], "cut_rows": len(cut), "extra": args.extra}
     name = "quality.json" if args.models == ",".join(MODELS) else f"quality-{re.sub(r'[^A-Za-z0-9_.]+', '-', args.models)}.json"
+    if args.protocol != "userlast":
+        name = name.replace("quality", f"quality-{args.protocol}", 1)
     with open(os.path.join(REPO, ".bench", name), "w") as f:
         json.dump(out, f, indent=2, default=float)
 

@@ -1,0 +1,51 @@
+"""LightGCN: the graph prepare writes, its propagation, and an artifact that scores without it."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from recsys import schema as S
+from recsys.models import build_model
+from recsys.models.graph import adjacency
+from recsys.prep.graph import graph_edges
+
+
+def test_edges_carry_the_symmetric_normalisation_of_train_and_of_everything(spark):
+    # u0: i0, i1 (train), i2 (valid); u1: i0 (train), i2 (train)
+    rows = spark.createDataFrame([(0, 0, False), (0, 1, False), (0, 2, True), (1, 0, False), (1, 2, False)],
+                                 "user_idx int, item_idx int, _valid boolean")
+    got = {(r.user_idx, r.item_idx): r for r in graph_edges(rows, "_valid").collect()}
+    # training degrees: u0 2, u1 2; i0 2, i1 1, i2 1. All: u0 3, u1 2; i0 2, i1 1, i2 2.
+    assert got[(0, 0)][S.GRAPH_NORM_TRAIN] == pytest.approx(1 / np.sqrt(2 * 2))
+    assert got[(1, 2)][S.GRAPH_NORM_TRAIN] == pytest.approx(1 / np.sqrt(2 * 1))
+    assert got[(0, 2)][S.GRAPH_NORM_TRAIN] is None and got[(0, 2)][S.GRAPH_VALID] == 1
+    assert got[(0, 2)][S.GRAPH_NORM_ALL] == pytest.approx(1 / np.sqrt(3 * 2))
+    assert got[(0, 1)][S.GRAPH_NORM_ALL] == pytest.approx(1 / np.sqrt(3 * 1))
+
+
+def test_propagation_is_the_mean_of_the_layers_and_the_artifact_scores_without_the_graph():
+    spec = {"model": "lightgcn", "n_users": 3, "n_items": 4, "dim": 5, "layers": 2}
+    users, items = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 3])
+    norm = np.array([0.5, 0.4, 0.3, 0.2], np.float32)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    model.set_graph(adjacency(users, items, norm, 3, 4))
+    e = model.node.weight.detach()
+    a = torch.zeros(7, 7)
+    a[users, items + 3] = torch.as_tensor(norm)
+    a[items + 3, users] = torch.as_tensor(norm)
+    want = (e + a @ e + a @ a @ e) / 3
+    model.train()
+    torch.testing.assert_close(model.user_vectors(torch.arange(3)), want[:3])
+    torch.testing.assert_close(model.item_vectors(torch.arange(4)), want[3:])
+    live = model.eval().score_all(torch.arange(3), 4)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    loaded = build_model(spec)  # as the score job rebuilds it: no graph
+    loaded.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    loaded.eval()
+    torch.testing.assert_close(loaded.score_all(torch.arange(3), 4), live)
+    torch.testing.assert_close(live, want[:3] @ want[3:].T)
