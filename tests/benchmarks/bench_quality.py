@@ -26,7 +26,8 @@ weigh pairs by (`prepare.weight.method: value`), as a play-count export would be
 Their rows are split by user, half and half (seeded): the test half is the truth. In the cold
 run every row of the new items is cut from the log, so the pipeline knows them only from the
 catalogue (movies.tsv: title, genres) and `score.new_items` lets a content-aware model
-recommend them; in the warm run the other half of their rows stays in the log. Both runs rank
+recommend them; in the warm run the other half of their rows stays in the log (`new_items`
+too: an item left below the k-core's minimum is still placed by content). Both runs rank
 the new items alone (`score.allow_items`: the new items) and are scored by recall@50 over the
 test users; printed: both and their ratio. Popularity and ALS score zero cold by construction.
 
@@ -118,16 +119,20 @@ def cold_protocol(args) -> None:
     pd.DataFrame({"item_id": new}).to_csv(allow, index=False)
     print(f"{len(new)} new items; {len(truth):,} truth rows of {truth['user'].nunique():,} users; "
           f"cold log {len(cold):,} rows, warm log {len(warm):,}", flush=True)
-    common = ["score.top_n=50", f"score.allow_items={{path: {allow}, format: csv}}", *args.extra]
+    # new_items in both runs: in the warm one, a new item with fewer rows than the k-core's
+    # minimum is still unknown to the interactions, and is placed by its content as in the cold.
+    common = ["score.top_n=50", f"score.allow_items={{path: {allow}, format: csv}}", "score.new_items=true",
+              *args.extra]
     models = "two_tower" if args.models == ",".join(MODELS) else args.models
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "protocol": "cold", "new_items": len(new),
            "truth_rows": len(truth), "users": int(truth["user"].nunique()), "rows": []}
     for model in models.split(","):
         recalls = {}
-        for kind, part, sets in (("cold", cold, ["score.new_items=true"]), ("warm", warm, [])):
+        for kind, part in (("cold", cold), ("warm", warm)):
             path = os.path.join(args.root, f"log-{kind}.tsv")
             part.to_csv(path, sep="\t", header=False, index=False)
-            run = run_pipeline(model, os.path.join(args.root, kind), path, args.conf, [*common, *sets])
+            os.makedirs(os.path.join(args.root, kind), exist_ok=True)
+            run = run_pipeline(model, os.path.join(args.root, kind), path, args.conf, common)
             lists = read_table(os.path.join(args.root, kind), args.conf, run["table"], k=50)
             recalls[kind] = recall_on(lists, truth)
             print(f"  {model} {kind}: recall@50 on the new items {recalls[kind].mean():.4f} "
@@ -206,6 +211,22 @@ def peers(kept: pd.DataFrame, judge: Judge) -> dict:
     out["peer:ease"] = best
     out["peer:als"] = als_peer(kept, users, items, seen, judge)
     return out
+
+
+def cached_peers(kept: pd.DataFrame, cut: pd.DataFrame, judge: Judge, root: str) -> dict:
+    """`peers`, kept under the root by a digest of the kept and cut rows: the grids take minutes
+    and depend on nothing else."""
+    import hashlib
+    import pickle
+    digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([kept, cut])).values.tobytes()).hexdigest()[:16]
+    path = os.path.join(root, f"peers-{digest}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    results = peers(kept, judge)
+    with open(path, "wb") as f:
+        pickle.dump(results, f)
+    return results
 
 
 def als_peer(kept: pd.DataFrame, users, items, seen, judge: Judge) -> dict:
@@ -330,7 +351,7 @@ def main() -> None:
     print(f"log {len(log):,} rows: the pipeline gets {len(kept):,}, {len(cut):,} cut rows of "
           f"{cut['user'].nunique():,} users are the truth", flush=True)
     judge = Judge(cut, kept["item"].nunique())
-    results = peers(kept, judge)
+    results = cached_peers(kept, cut, judge, args.root)
     for name in ("peer:popularity", "peer:ease", "peer:als"):
         print(f"  {name}: ndcg@10 {results[name]['scores']['ndcg'].mean():.4f} ({results[name]['setting']})",
               flush=True)
