@@ -195,7 +195,10 @@ class TrainConfig:
     negative_sampling: str = "uniform"  # uniform | popularity
     popularity_alpha: float = 0.75  # popularity sampling weight: count ** alpha
     temperature: float = 0.2  # softmax loss of two_tower
-    id_dropout: float = 0.2  # two_tower: drop id embeddings so features alone carry cold users
+    id_dropout: float = 0.2  # two_tower, item_content: drop id embeddings so features alone carry new ids
+    # sasrec, gru4rec: add the content item encoder (the item side table's text, values and
+    # categories: models/content.py) to every item embedding, which also places new items.
+    item_content: bool = False
     use_weights: bool = True  # weight each positive's loss by log1p(event weight)
     patience: int = 3  # early stopping: epochs without a better validation NDCG@10
     eval_k: int = 10

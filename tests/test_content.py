@@ -8,7 +8,9 @@ import torch
 from pyspark.sql import functions as F
 
 from recsys import schema as S
+from recsys.models import build_model
 from recsys.models.content import TextCNN
+from recsys.models.features import FeatureTable
 from recsys.prep import vocab
 from recsys.prep.pipeline import prepare
 from recsys.score.job import score
@@ -46,6 +48,30 @@ def test_text_cnn_ignores_padding_and_reads_word_order():
     torch.testing.assert_close(a, cnn(torch.tensor([[2, 3, 4, 0, 0, 0, 0]])))  # more padding: the same
     assert not torch.equal(a, cnn(torch.tensor([[4, 3, 2, 0, 0]])))  # another order: another vector
     assert torch.equal(cnn(torch.tensor([[0, 0, 0]])), torch.zeros(1, 32))
+
+
+def test_a_sequence_models_items_read_their_content_and_new_ones_read_nothing_else():
+    torch.manual_seed(0)
+    n = 6
+    items = FeatureTable(categorical=torch.tensor([[1], [2], [1], [2], [1], [2]]), cardinalities=[3],
+                         numeric=torch.randn(n, 2), multi_hot=torch.zeros(n, 0),
+                         history=torch.tensor([True, True, True, True, False, False]), activity=1,
+                         lists=[torch.tensor([[2, 3], [4, 0], [2, 0], [5, 3], [2, 3], [0, 0]])],
+                         list_specs=[{"name": "title", "kind": "text", "cardinality": 6, "length": 2}])
+    spec = {"model": "gru4rec", "n_items": n, "dim": 8, "max_len": 4, "blocks": 1, "dropout": 0.0,
+            "id_dropout": 0.5, "item_features": items.shapes()}
+    model = build_model(spec, None, items).eval()
+    before = model.item_vectors(torch.arange(n))
+    with torch.no_grad():
+        model.item.weight.add_(1.0)  # every id row moves: only items with history follow
+    after = model.item_vectors(torch.arange(n))
+    assert not torch.equal(before[:4], after[:4]) and torch.equal(before[4:], after[4:])
+    assert torch.equal(model.embed(torch.tensor([n])), torch.zeros(1, 8))  # the padding item
+    # The side table is saved with the weights: the scoring job's copy needs no feature files.
+    loaded = build_model(spec).eval()
+    loaded.load_state_dict(model.state_dict())
+    seq = torch.tensor([[-1, 0, 2, 4]])
+    torch.testing.assert_close(loaded.score_histories(seq), model.score_histories(seq))
 
 
 N_USERS = 24
@@ -105,6 +131,22 @@ def test_new_items_are_blocked_unless_asked_for_then_placed_by_their_content(spa
     new = on[on["item_id"].str.startswith("n")]
     assert (new.groupby("user_id").size() == 2).all() and new["user_id"].nunique() == N_USERS
     # The content encoder puts each group's own new items first: sci-fi for users 0-11.
+    group = new["user_id"].str[1:].astype(int) // 12
+    own = np.where(group == 0, new["item_id"].isin(["n0", "n1"]), new["item_id"].isin(["n2", "n3"]))
+    assert own.mean() >= 0.9, f"{own.mean():.0%} of the new items shown are of the user's own kind"
+
+
+def test_a_sequence_model_with_item_content_places_new_items(spark, catalogue):
+    root, overrides = catalogue
+    cfg = make_config(root, *overrides, "train.item_content=true", "train.max_len=8",
+                      "train.history_batch_size=4", "score.table=test.content_gru",
+                      "score.new_items=true", "score.new_item_share=0.4")
+    m = train(spark, cfg, DS, model="gru4rec")
+    assert m["counts"]["epochs"] >= 1
+    score(spark, cfg, DS)
+    on = published(spark, "test.content_gru")
+    new = on[on["item_id"].str.startswith("n")]
+    assert (new.groupby("user_id").size() == 2).all() and new["user_id"].nunique() == N_USERS
     group = new["user_id"].str[1:].astype(int) // 12
     own = np.where(group == 0, new["item_id"].isin(["n0", "n1"]), new["item_id"].isin(["n2", "n3"]))
     assert own.mean() >= 0.9, f"{own.mean():.0%} of the new items shown are of the user's own kind"

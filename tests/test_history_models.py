@@ -150,6 +150,10 @@ def test_history_model_inputs_are_checked_before_training(spark, blocks, tmp_pat
     with pytest.raises(ConfigError, match=r"train.max_len=9 is longer than the histories of the "
                                           r"snapshot at .* \(history_len 8\)"):
         train(spark, make_config(tmp_path, *base, "train.max_len=9"), DS, model="gru4rec")
+    with pytest.raises(ConfigError, match="train.item_content adds the item side table's features to "
+                                          "gru4rec's item embeddings, and the items of ds=2026-11-24 "
+                                          "have none"):
+        train(spark, make_config(tmp_path, *base, "train.item_content=true"), DS, model="gru4rec")
     shutil.rmtree(Path(snapshot_path(str(tmp_path), "toy", DS)) / S.HISTORIES)
     with pytest.raises(SnapshotError, match="sasrec reads users' histories, and the snapshot .* has "
                                             "none .* re-run prepare for ds=2026-11-24"):

@@ -36,11 +36,15 @@ def build_model(spec: dict[str, Any], users: FeatureTable | None = None,
         items = items or FeatureTable.empty(spec["item_features"])
         return TwoTower(users, items, spec["dim"], spec["hidden"], spec["dropout"],
                         spec["id_dropout"], spec["temperature"])
-    if name == "sasrec":
-        return SASRec(spec["n_items"], spec["dim"], spec["max_len"], spec["blocks"], spec["heads"],
-                      spec["dropout"])
-    if name == "gru4rec":
-        return GRU4Rec(spec["n_items"], spec["dim"], spec["max_len"], spec["blocks"], spec["dropout"])
+    if name in ("sasrec", "gru4rec"):
+        if items is None and spec.get("item_features"):  # train.item_content
+            items = FeatureTable.empty(spec["item_features"])
+        content = {"items": items, "id_dropout": spec.get("id_dropout", 0.0)}
+        if name == "sasrec":
+            return SASRec(spec["n_items"], spec["dim"], spec["max_len"], spec["blocks"], spec["heads"],
+                          spec["dropout"], **content)
+        return GRU4Rec(spec["n_items"], spec["dim"], spec["max_len"], spec["blocks"], spec["dropout"],
+                       **content)
     if name == "multvae":
         return MultVAE(spec["n_items"], spec["vae_hidden"], spec["vae_dropout"], spec["max_len"])
     if name == "ease":

@@ -4,19 +4,25 @@
   convolution over windows of `width` words, ReLU, the maximum over the positions that hold a
   word. Word order within the window matters; where in the text does not.
 - a bag of values (genres, tags): the mean of the values' embeddings (`nn.EmbeddingBag`).
-`ListEncoders` holds one per list feature and concatenates their outputs: with the categorical
-and numeric features of a `Tower` (two_tower.py) they are the content item encoder, which places
-an item that has no interactions yet.
+`ListEncoders` holds one per list feature and concatenates their outputs. `SideFeatures` adds the
+categorical, numeric and multi-hot columns of a side table: with a projection it is the content
+item encoder, which places an item that has no interactions yet. `two_tower`'s towers read it
+(two_tower.py), and so do the sequence models' item embeddings with `train.item_content`
+(`ItemContent`, here).
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from recsys.models.features import FeatureTable
 
 WORD_DIM = 32
 CHANNELS = 32
 WIDTH = 3
 BAG_DIM = 16
+CAT_DIM = 16
 
 
 class TextCNN(nn.Module):
@@ -46,3 +52,72 @@ class ListEncoders(nn.Module):
 
     def forward(self, lists: list[Tensor]) -> list[Tensor]:
         return [enc(ids) for enc, ids in zip(self.encoders, lists)]
+
+
+class SideFeatures(nn.Module):
+    """The side-table columns of ids -> one vector each, `width` wide: categorical embeddings,
+    numeric columns, multi-hot through a linear map, list encoders. The table rides along as
+    buffers, so a loaded model needs no feature files. The activity columns (counts, recency:
+    what an id without history lacks) are multiplied by `keep`, so a new id reads as the mean."""
+
+    def __init__(self, features: FeatureTable):
+        super().__init__()
+        self.cats = nn.ModuleList(nn.Embedding(c, CAT_DIM) for c in features.cardinalities)
+        hot = features.multi_hot.shape[1]
+        self.multi = nn.Linear(hot, CAT_DIM, bias=False) if hot else None
+        self.lists = ListEncoders(features.list_specs)
+        self.activity = features.activity
+        self.width = (CAT_DIM * len(self.cats) + features.numeric.shape[1] + (CAT_DIM if hot else 0)
+                      + self.lists.width)
+        self.register_buffer("f_cat", features.categorical)
+        self.register_buffer("f_num", features.numeric)
+        self.register_buffer("f_multi", features.multi_hot)
+        for j, ids in enumerate(features.lists):
+            self.register_buffer(f"f_list{j}", ids)
+
+    def forward(self, ids: Tensor, keep: Tensor) -> Tensor:
+        """ids [B], keep [B, 1] (1: the id has history) -> [B, width]."""
+        cat = self.f_cat[ids]
+        parts = [emb(cat[:, j]) for j, emb in enumerate(self.cats)]
+        num = self.f_num[ids]
+        if self.activity:
+            num = torch.cat([num[:, :self.activity] * keep, num[:, self.activity:]], dim=1)
+        parts.append(num)
+        if self.multi is not None:
+            parts.append(self.multi(self.f_multi[ids]))
+        parts += self.lists([getattr(self, f"f_list{j}")[ids] for j in range(len(self.lists.encoders))])
+        return torch.cat(parts, dim=1)
+
+
+def has_content(features: FeatureTable) -> bool:
+    """Whether a side table says anything of an id beyond its activity (counts, recency)."""
+    return bool(features.list_specs or features.cardinalities or features.multi_hot.shape[1]
+                or features.numeric.shape[1] > features.activity)
+
+
+class ItemContent(nn.Module):
+    """An item's vector = its id embedding + a projection of its side features (`SideFeatures`).
+
+    The id embedding is dropped for items without training interactions (their rows are
+    untrained) and, in training, for a random `id_dropout` share of lookups, so the content
+    alone learns to place an item as it must for a new one. Ids >= n (a sequence's padding
+    item) give zeros.
+    """
+
+    def __init__(self, items: FeatureTable, dim: int, id_dropout: float):
+        super().__init__()
+        self.n, self.id_dropout = items.n, id_dropout
+        self.side = SideFeatures(items)
+        self.proj = nn.Linear(self.side.width, dim)
+        self.register_buffer("f_history", items.history)
+
+    def forward(self, ids: Tensor, id_vectors: Tensor) -> Tensor:
+        """ids [...], their id embeddings [..., d] -> [..., d]."""
+        flat = ids.reshape(-1)
+        real = (flat < self.n).unsqueeze(1)
+        safe = flat.clamp(max=self.n - 1)
+        keep = (self.f_history[safe].unsqueeze(1) & real).float()
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
+        content = self.proj(self.side(safe, keep)) * real
+        return id_vectors * keep.view(*ids.shape, 1) + content.view(*ids.shape, -1)

@@ -8,15 +8,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recsys.models.base import Recommender, mlp
-from recsys.models.content import ListEncoders
+from recsys.models.content import SideFeatures
 from recsys.models.features import FeatureTable
 
-CAT_DIM = 16
-
-
 class Tower(nn.Module):
-    """id embedding + categorical embeddings + numeric + multi-hot + list features (a text CNN
-    over words, bags of genres or tags: content.py) -> MLP -> unit vector.
+    """id embedding + the side features (categorical, numeric, multi-hot, a text CNN over words,
+    bags of genres or tags: content.py `SideFeatures`) -> MLP -> unit vector.
 
     The id embedding and the activity features (counts, recency: what an id without history
     lacks) are zeroed for ids without history (never trained) and, during training, for a
@@ -30,39 +27,19 @@ class Tower(nn.Module):
         super().__init__()
         self.id = nn.Embedding(features.n, dim)
         nn.init.normal_(self.id.weight, std=0.05)
-        self.cats = nn.ModuleList(nn.Embedding(c, CAT_DIM) for c in features.cardinalities)
-        width = features.multi_hot.shape[1]
-        self.multi = nn.Linear(width, CAT_DIM, bias=False) if width else None
-        self.lists = ListEncoders(features.list_specs)
-        in_dim = (dim + CAT_DIM * len(self.cats) + features.numeric.shape[1] + (CAT_DIM if width else 0)
-                  + self.lists.width)
+        self.side = SideFeatures(features)
+        in_dim = dim + self.side.width
         self.mlp = mlp([in_dim, *hidden], dropout)
         self.out = nn.Linear(hidden[-1] if hidden else in_dim, dim)
         self.id_dropout = id_dropout
-        self.activity = features.activity
-        # Buffers: saved with the weights, so a loaded model needs no feature files.
-        self.register_buffer("f_cat", features.categorical)
-        self.register_buffer("f_num", features.numeric)
-        self.register_buffer("f_multi", features.multi_hot)
         self.register_buffer("f_history", features.history)
-        for j, ids in enumerate(features.lists):
-            self.register_buffer(f"f_list{j}", ids)
 
     def forward(self, ids: Tensor) -> Tensor:
         keep = self.f_history[ids].unsqueeze(1).float()
         if self.training and self.id_dropout > 0:
             keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
-        parts = [self.id(ids) * keep]
-        cat = self.f_cat[ids]
-        parts += [emb(cat[:, j]) for j, emb in enumerate(self.cats)]
-        num = self.f_num[ids]
-        if self.activity:  # the mean (0 after standardising) where there is no history to count
-            num = torch.cat([num[:, :self.activity] * keep, num[:, self.activity:]], dim=1)
-        parts.append(num)
-        if self.multi is not None:
-            parts.append(self.multi(self.f_multi[ids]))
-        parts += self.lists([getattr(self, f"f_list{j}")[ids] for j in range(len(self.lists.encoders))])
-        return F.normalize(self.out(self.mlp(torch.cat(parts, dim=1))), dim=-1)
+        x = torch.cat([self.id(ids) * keep, self.side(ids, keep)], dim=1)
+        return F.normalize(self.out(self.mlp(x)), dim=-1)
 
 
 class TwoTower(Recommender):

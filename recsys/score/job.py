@@ -97,8 +97,9 @@ def content_aware(spec: dict) -> bool:
     """Whether the model places an item from its side features alone (new items)."""
     if spec["model"] == "blend":
         return False  # a blend's other members know nothing of new items
-    f = spec.get("item_features") if spec["model"] == "two_tower" else None
-    return bool(f and (f.get("lists") or f["cardinalities"] or f["width"]))
+    f = spec.get("item_features")  # two_tower, or a sequence model with train.item_content
+    return bool(f and (f.get("lists") or f["cardinalities"] or f["width"]
+                       or f["n_numeric"] > f.get("activity", 0)))
 
 
 def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,

@@ -108,6 +108,8 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
     if spec["model"]["model"] == "two_tower":
         features = (load_features(paths[S.USERS], S.USER_IDX, "n_train"),
                     load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
+    elif spec["model"].get("item_features"):  # a sequence model with train.item_content
+        features = (None, load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
     task = TASKS[spec["task"]](spec, t, item_counts(paths[S.TRAIN], n_items))
     validation = Validation(paths, n_items, t, task.uses_history) if ctx.is_main else None
     run = Run(ctx, spec, t, task, features)

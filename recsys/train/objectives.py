@@ -100,10 +100,10 @@ class NextItemObjective(nn.Module):
         h, y = states[mask], targets[mask]
         w = weight.unsqueeze(1).expand_as(mask)[mask]
         if negatives is None:
-            table = self.model.item.weight[: self.model.n_items]
-            ce = F.cross_entropy(h @ table.T, y, reduction="none")
+            ce = F.cross_entropy(h @ self.model.output_table().T, y, reduction="none")
         else:  # looked up through the table: a sparse table's gradient holds these rows only
-            ce = sampled_softmax(h, self.model.item(y), y, self.model.item(negatives), negatives, self.log_q)
+            ce = sampled_softmax(h, self.model.item_vectors(y), y, self.model.item_vectors(negatives),
+                                 negatives, self.log_q)
         return _weighted_mean(ce, w)
 
 
