@@ -70,7 +70,7 @@ bench-train-scale: install
 bench-quality: install
 	$(PY) tests/benchmarks/bench_quality.py
 	$(PY) tests/benchmarks/bench_quality.py --protocol random --models night,lightgcn --root .bench/quality-random
-	$(PY) tests/benchmarks/bench_quality.py --protocol cold --models two_tower --root .bench/quality-cold
+	$(PY) tests/benchmarks/bench_quality.py --protocol cold --models two_tower,gru4rec --root .bench/quality-cold
 
 clean:
 	rm -rf var .bench dist build
