@@ -106,6 +106,13 @@ def catalogue(spark, tmp_path_factory):
     return root, overrides
 
 
+def assert_own_kind_first(new):
+    """The content encoder puts each group's own new items first: sci-fi for users 0-11."""
+    group = new["user_id"].str[1:].astype(int) // 12
+    own = np.where(group == 0, new["item_id"].isin(["n0", "n1"]), new["item_id"].isin(["n2", "n3"]))
+    assert own.mean() >= 0.9, f"{own.mean():.0%} of the new items shown are of the user's own kind"
+
+
 def published(spark, table):
     return spark.sql(f"SELECT * FROM {table} WHERE ds = '{DS}'").toPandas()
 
@@ -130,10 +137,7 @@ def test_new_items_are_blocked_unless_asked_for_then_placed_by_their_content(spa
     on = published(spark, "test.content_on")
     new = on[on["item_id"].str.startswith("n")]
     assert (new.groupby("user_id").size() == 2).all() and new["user_id"].nunique() == N_USERS
-    # The content encoder puts each group's own new items first: sci-fi for users 0-11.
-    group = new["user_id"].str[1:].astype(int) // 12
-    own = np.where(group == 0, new["item_id"].isin(["n0", "n1"]), new["item_id"].isin(["n2", "n3"]))
-    assert own.mean() >= 0.9, f"{own.mean():.0%} of the new items shown are of the user's own kind"
+    assert_own_kind_first(new)
 
 
 def test_a_sequence_model_with_item_content_places_new_items(spark, catalogue):
@@ -147,6 +151,4 @@ def test_a_sequence_model_with_item_content_places_new_items(spark, catalogue):
     on = published(spark, "test.content_gru")
     new = on[on["item_id"].str.startswith("n")]
     assert (new.groupby("user_id").size() == 2).all() and new["user_id"].nunique() == N_USERS
-    group = new["user_id"].str[1:].astype(int) // 12
-    own = np.where(group == 0, new["item_id"].isin(["n0", "n1"]), new["item_id"].isin(["n2", "n3"]))
-    assert own.mean() >= 0.9, f"{own.mean():.0%} of the new items shown are of the user's own kind"
+    assert_own_kind_first(new)

@@ -54,6 +54,15 @@ class ListEncoders(nn.Module):
         return [enc(ids) for enc, ids in zip(self.encoders, lists)]
 
 
+def kept_ids(history: Tensor, p: float, training: bool) -> Tensor:
+    """[B, 1]: 1 where an id's embedding counts, 0 where it has no history (an untrained row)
+    or, in training, for a random share `p` (id dropout: the content learns to stand alone)."""
+    keep = history.unsqueeze(1).float()
+    if training and p > 0:
+        keep = keep * (torch.rand_like(keep) >= p).float()
+    return keep
+
+
 class SideFeatures(nn.Module):
     """The side-table columns of ids -> one vector each, `width` wide: categorical embeddings,
     numeric columns, multi-hot through a linear map, list encoders. The table rides along as
@@ -89,12 +98,6 @@ class SideFeatures(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-def has_content(features: FeatureTable) -> bool:
-    """Whether a side table says anything of an id beyond its activity (counts, recency)."""
-    return bool(features.list_specs or features.cardinalities or features.multi_hot.shape[1]
-                or features.numeric.shape[1] > features.activity)
-
-
 class ItemContent(nn.Module):
     """An item's vector = its id embedding + a projection of its side features (`SideFeatures`).
 
@@ -116,8 +119,6 @@ class ItemContent(nn.Module):
         flat = ids.reshape(-1)
         real = (flat < self.n).unsqueeze(1)
         safe = flat.clamp(max=self.n - 1)
-        keep = (self.f_history[safe].unsqueeze(1) & real).float()
-        if self.training and self.id_dropout > 0:
-            keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
+        keep = kept_ids(self.f_history[safe] & real.squeeze(1), self.id_dropout, self.training)
         content = self.proj(self.side(safe, keep)) * real
         return id_vectors * keep.view(*ids.shape, 1) + content.view(*ids.shape, -1)

@@ -42,6 +42,13 @@ class FeatureTable:
                 "width": self.multi_hot.shape[1], "n": self.n, "lists": self.list_specs,
                 "activity": self.activity}
 
+    @staticmethod
+    def has_content(shapes: dict) -> bool:
+        """Whether a table of these `shapes()` says anything of an id beyond its activity
+        (counts, recency): what a model needs to place an id without history."""
+        return bool(shapes.get("lists") or shapes["cardinalities"] or shapes["width"]
+                    or shapes["n_numeric"] > shapes.get("activity", 0))
+
     @classmethod
     def empty(cls, shapes: dict) -> "FeatureTable":
         n = shapes["n"]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recsys.models.base import Recommender, mlp
-from recsys.models.content import SideFeatures
+from recsys.models.content import SideFeatures, kept_ids
 from recsys.models.features import FeatureTable
 
 class Tower(nn.Module):
@@ -35,9 +35,7 @@ class Tower(nn.Module):
         self.register_buffer("f_history", features.history)
 
     def forward(self, ids: Tensor) -> Tensor:
-        keep = self.f_history[ids].unsqueeze(1).float()
-        if self.training and self.id_dropout > 0:
-            keep = keep * (torch.rand_like(keep) >= self.id_dropout).float()
+        keep = kept_ids(self.f_history[ids], self.id_dropout, self.training)
         x = torch.cat([self.id(ids) * keep, self.side(ids, keep)], dim=1)
         return F.normalize(self.out(self.mlp(x)), dim=-1)
 

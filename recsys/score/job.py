@@ -22,6 +22,7 @@ from recsys.config import Config, ItemListConfig, to_dict
 from recsys.errors import MissingColumnError
 from recsys.manifest import Manifest
 from recsys.models import history_length, history_only, reads_history
+from recsys.models.features import FeatureTable
 from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write, score_partition
@@ -98,8 +99,7 @@ def content_aware(spec: dict) -> bool:
     if spec["model"] == "blend":
         return False  # a blend's other members know nothing of new items
     f = spec.get("item_features")  # two_tower, or a sequence model with train.item_content
-    return bool(f and (f.get("lists") or f["cardinalities"] or f["width"]
-                       or f["n_numeric"] > f.get("activity", 0)))
+    return bool(f) and FeatureTable.has_content(f)
 
 
 def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,

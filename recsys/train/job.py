@@ -25,8 +25,7 @@ from recsys.config import MODELS, Config, TrainConfig, to_dict
 from recsys.errors import ConfigError, SnapshotError
 from recsys.manifest import Manifest
 from recsys.models import DEFAULT_LOSS, HISTORY_MODELS
-from recsys.models.content import has_content
-from recsys.models.features import load_features
+from recsys.models.features import FeatureTable, load_features
 from recsys.storage import Storage, join, resolve_root
 from recsys.train.fitted import fit_als, fit_ease
 from recsys.train.loop import save_state, train_worker
@@ -100,12 +99,12 @@ def model_spec(t: TrainConfig, name: str, snap: snapshot.Snapshot) -> dict[str, 
         spec["user_features"] = load_features(snap.dataset(S.USERS), S.USER_IDX, "n_train").shapes()
         spec["item_features"] = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity").shapes()
     if name in CONTENT_INPUT and t.item_content:
-        items = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity")
-        if not has_content(items):
+        items = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity").shapes()
+        if not FeatureTable.has_content(items):
             raise ConfigError(f"train.item_content adds the item side table's features to {name}'s "
                               f"item embeddings, and the items of ds={snap.ds} have none (no "
                               "input.items, or it has no text, values or categories)")
-        spec["item_features"] = items.shapes()
+        spec["item_features"] = items
     return spec
 
 
