@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DS ?= $(shell date -u +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo nightly test check-java install bench-prepare bench-score bench-score-large bench-score-blend bench-train bench-train-scale bench-quality test-airflow dist clean
+.PHONY: demo nightly test check-java install bench-prepare bench-score bench-score-large bench-score-blend bench-score-reasons bench-train bench-train-scale bench-quality test-airflow dist clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java is missing: install Java 17 (Spark 3.5 needs a JVM; e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -51,6 +51,11 @@ bench-score-large: install
 # the blend's scoring stage against the sum of its members'.
 bench-score-blend: install
 	$(PY) tests/benchmarks/bench_score.py --blend
+
+# Not part of `make test`: the score job with and without score.reasons (200k users x 20k
+# items, interleaved runs); the stage's cost with reasons against without (goal <= 1.3x).
+bench-score-reasons: install
+	$(PY) tests/benchmarks/bench_score.py --reasons
 
 # Not part of `make test`: training samples/s per model, data wait, Petastorm vs raw Parquet
 # (uses bench-prepare's 1M snapshot when there is one; several minutes).

@@ -298,6 +298,10 @@ class ScoreConfig:
     new_items: bool = False
     new_item_share: float = 0.0
     batch_cells: int = 8_000_000  # users x items scored at once (memory per Python worker)
+    # A reason on every row (`reason`, and `because_item_id`: the item of the user's newest
+    # `reason_history` that the model finds most similar to the recommendation).
+    reasons: bool = True
+    reason_history: int = 50
     # arrow: the Python workers write the Parquet files (fast; the table location must be one
     # pyarrow opens: local, hdfs://, s3://, s3a://, gs://); spark: Spark's writer (any Hadoop FS)
     writer: str = "arrow"
@@ -366,6 +370,8 @@ class Config:
             raise ConfigError("score.top_n must be at least 1")
         if not 0 <= self.score.new_item_share < 1:
             raise ConfigError(f"score.new_item_share must be in [0, 1), got {self.score.new_item_share}")
+        if self.score.reason_history < 1:
+            raise ConfigError(f"score.reason_history must be at least 1, got {self.score.reason_history}")
         if self.score.new_item_share > 0 and not self.score.new_items:
             raise ConfigError("score.new_item_share reserves slots for new items: set score.new_items: true")
         if (self.score.category_column is None) != (self.score.max_per_category is None):

@@ -1,4 +1,5 @@
-"""The end of `make demo`: where the report and the table are, and one user's top 10 with titles.
+"""The end of `make demo`: where the report and the table are, and one user's top 10 with titles
+and reasons.
 
 The rows are read back from the warehouse table with `recsys sql`, as a consumer would read
 them; the titles come from the bundled MovieLens `u.item`.
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.conf)
     root = resolve_root(cfg.paths.root)
     table = cfg.score.table
-    query = (f"SELECT item_id, rank, score, source, model_version FROM {table} "
+    query = (f"SELECT item_id, rank, score, source, model_version, reason, because_item_id FROM {table} "
              f"WHERE ds = '{args.ds}' AND user_id = '{args.user}' AND rank <= 10 ORDER BY rank")
     recsys = Path(sys.executable).with_name("recsys")
     out = subprocess.run([str(recsys), "sql", "--conf", args.conf, query],
@@ -47,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\ntop 10 for user {args.user} ({rows[0]['source']}, model {rows[0]['model_version']}):")
     for r in rows:
-        print(f"  {r['rank']:>2}. {names.get(r['item_id'], r['item_id'])}  ({r['score']:.3f})")
+        why, like = r.get("reason") or "", r.get("because_item_id")
+        like = names.get(like, like)
+        if why == "similar_to_history":
+            why = f"because you watched {like}"
+        elif why == "new_item" and like:
+            why = f"new, like {like}"
+        print(f"  {r['rank']:>2}. {names.get(r['item_id'], r['item_id'])}  ({r['score']:.3f}; {why})")
     return 0
 
 

@@ -22,7 +22,7 @@ from recsys.storage import Storage, join
 
 log = logging.getLogger("recsys.warehouse")
 COLUMNS = ("user_id string, item_id string, rank int, score float, source string, "
-           "model_version string, ds string")
+           "model_version string, because_item_id string, reason string, ds string")
 COLUMN_NAMES = [c.split()[0] for c in COLUMNS.split(", ") if not c.startswith("ds ")]
 VERSIONS = "_versions"
 
@@ -35,10 +35,17 @@ def check_table_name(table: str) -> str:
 
 
 def ensure_table(spark: SparkSession, table: str) -> None:
+    """Create the table, or add the columns a newer release writes to one created earlier
+    (older partitions read them as null)."""
     check_table_name(table)
     db = table.split(".")[0]
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
     spark.sql(f"CREATE TABLE IF NOT EXISTS {table} ({COLUMNS}) USING parquet PARTITIONED BY (ds)")
+    have = set(spark.table(table).columns)
+    missing = [c for c in COLUMNS.split(", ") if c.split()[0] not in have]
+    if missing:
+        log.info("adding columns to %s: %s", table, ", ".join(missing))
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({', '.join(missing)})")
 
 
 def table_location(spark: SparkSession, table: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from recsys import schema as S
-from recsys.artifacts import publish
+from recsys.artifacts import load_artifact, publish
 from recsys.cli import main as cli
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.models import build_model
@@ -173,7 +173,6 @@ def brute_force(cfg, version, model="mf"):
     """Every user's top N by scoring every item with the loaded model, seen items removed, and
     items without training interactions (no model has learnt them: score.new_items)."""
     snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
-    from recsys.artifacts import load_artifact
     net = load_artifact(cfg.paths.root, model, version).load_model()
     seen = pq.read_table(f"{snap}/train").to_pandas()
     seen = seen._append(pq.read_table(f"{snap}/valid").to_pandas())
@@ -212,6 +211,61 @@ def test_exact_top_n_seen_excluded_and_cold_users_get_popular(spark, snapshot):
     assert (got.model_version == version).all()
     assert m["counts"]["users_by_source"] == {"model": 12, "popular": 2}
     assert m["counts"]["rows_written"] == len(got) == 14 * N
+
+
+def histories(cfg) -> dict[str, list[str]]:
+    """Each user's train + valid items (original ids), oldest first (ties by item_idx)."""
+    snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
+    rows = pq.read_table(f"{snap}/train").to_pandas()._append(pq.read_table(f"{snap}/valid").to_pandas())
+    uid = pq.read_table(f"{snap}/user_index").to_pandas().set_index(S.USER_IDX)[S.USER_ID]
+    iid = pq.read_table(f"{snap}/item_index").to_pandas().set_index(S.ITEM_IDX)[S.ITEM_ID]
+    rows = rows.sort_values([S.TS, S.ITEM_IDX])
+    return {uid[u]: [iid[i] for i in g[S.ITEM_IDX]] for u, g in rows.groupby(S.USER_IDX)}
+
+
+def test_every_row_has_a_reason_and_because_names_an_item_of_the_users_history(spark, snapshot):
+    version = artifact(snapshot, "mf", seed=2)
+    score(spark, with_table(snapshot, "reasons"), DS)
+    got = table(spark, "reasons")
+    assert got.reason.notna().all() and len(got) == 14 * N
+    popular = got[got.source == "popular"]
+    assert set(popular.reason) == {"popular"} and popular.because_item_id.isna().all()
+    history = histories(snapshot)
+    net = load_artifact(snapshot.paths.root, "mf", version).load_model()
+    iid = pq.read_table(f"{snapshot_path(snapshot.paths.root, 'toy', DS)}/item_index").to_pandas()
+    idx = dict(zip(iid[S.ITEM_ID], iid[S.ITEM_IDX]))
+    unit = torch.nn.functional.normalize(net.item_vectors(torch.arange(len(idx))).detach(), dim=1)
+    similar = got[got.reason == "similar_to_history"]
+    assert len(similar) > len(got[got.source == "model"]) // 2
+    for row in got[got.source == "model"].itertuples():
+        mine = history[row.user_id]
+        sims = (unit[[idx[h] for h in mine]] @ unit[idx[row.item_id]]).numpy()
+        if sims.max() > 0:  # the history item the model finds most similar, by its own vectors
+            assert row.reason == "similar_to_history" and row.because_item_id == mine[int(sims.argmax())]
+        else:
+            assert row.reason == "model" and row.because_item_id is None
+    # Only the newest item considered: it is the reason wherever one is given.
+    score(spark, with_table(snapshot, "reasons_newest", "score.reason_history=1"), DS)
+    newest = table(spark, "reasons_newest")
+    similar = newest[newest.reason == "similar_to_history"]
+    assert len(similar) > 0
+    assert (similar.because_item_id == similar.user_id.map(lambda u: history[u][-1])).all()
+    score(spark, with_table(snapshot, "no_reasons", "score.reasons=false"), DS)
+    off = table(spark, "no_reasons")
+    assert off.reason.isna().all() and off.because_item_id.isna().all() and len(off) == 14 * N
+
+
+def test_a_table_written_by_an_earlier_release_gains_the_reason_columns(spark, snapshot):
+    spark.sql("CREATE DATABASE IF NOT EXISTS test")
+    spark.sql("CREATE TABLE test.legacy (user_id string, item_id string, rank int, score float, "
+              "source string, model_version string, ds string) USING parquet PARTITIONED BY (ds)")
+    spark.sql("INSERT INTO test.legacy PARTITION (ds='2026-11-20') VALUES ('u1', 'i1', 1, 0.5, 'model', 'old')")
+    artifact(snapshot, "mf")
+    score(spark, with_table(snapshot, "legacy"), DS)
+    old = table(spark, "legacy", "2026-11-20")
+    assert len(old) == 1 and old.reason.isna().all() and old.model_version.tolist() == ["old"]
+    new = table(spark, "legacy")
+    assert len(new) == 14 * N and new.reason.notna().all()
 
 
 def test_spark_writer_publishes_the_same_table(spark, snapshot):

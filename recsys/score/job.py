@@ -25,6 +25,7 @@ from recsys.models import history_length, history_only, reads_history
 from recsys.models.features import FeatureTable
 from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
+from recsys.score.reasons import REASONS
 from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write, score_partition
 from recsys.sources import read_source
 from recsys.storage import Storage, join, resolve_root
@@ -91,7 +92,7 @@ def build_plan(spark: SparkSession, cfg: Config, artifact: Artifact, snap: snaps
         popular_scores=pop_scores[: s.top_n][keep], batch_cells=s.batch_cells,
         max_len=history_length(artifact.config["model"]),
         new_items=new if allow_new else None, new_slots=round(s.new_item_share * s.top_n) if allow_new else 0,
-        new_total=int(new.sum()))
+        new_total=int(new.sum()), reasons=s.reasons, reason_history=s.reason_history)
 
 
 def content_aware(spec: dict) -> bool:
@@ -173,7 +174,9 @@ def write_with_spark(spark: SparkSession, cfg: Config, ds: str, users: DataFrame
         "user_id", "item_id", "rank", "score",
         F.element_at(F.array(*[F.lit(x) for x in SOURCES]),
                      F.col("source_code").cast("int") + 1).alias("source"),
-        F.lit(artifact.version).alias("model_version"))
+        F.lit(artifact.version).alias("model_version"), "because_item_id",
+        F.element_at(F.array(*[F.lit(x) for x in REASONS]),
+                     F.col("reason_code").cast("int") + 1).alias("reason"))
     return warehouse.publish_partition(spark, cfg.score.table, ds, ranked), by_source
 
 
@@ -224,8 +227,9 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
             rows = snap.rows or artifact.data.get("rows", {})  # upper bounds of what is read
             parts = _partitions(spark, rows.get(S.USER_INDEX, artifact.config["model"]["n_users"]),
                                 rows.get(S.TRAIN, 0) + rows.get(S.VALID, 0))
+            # Reasons name one of the user's newest items: the history is read in time order.
             users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts,
-                                   with_time=reads_history(spec))
+                                   with_time=reads_history(spec) or s.reasons)
         with m.timed("score_and_write"):
             bc = spark.sparkContext.broadcast(plan)
             write = write_with_arrow if s.writer == "arrow" else write_with_spark

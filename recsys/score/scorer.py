@@ -24,17 +24,19 @@ import torch
 from recsys import faults
 from recsys.models import build_model
 from recsys.score import writer
+from recsys.score.reasons import BY_SOURCE, Reasons
 from recsys.ranking.topk import (CAP_HEADROOM, cap_per_category, exclude_, group_ragged, ragged_tail,
                                  take_ragged, top_n, top_n_reserving)
 
-OUTPUT_SCHEMA = "user_id string, item_id string, rank int, score float, source_code byte"
+OUTPUT_SCHEMA = ("user_id string, item_id string, rank int, score float, because_item_id string, "
+                 "reason_code byte, source_code byte")
 SOURCES = writer.SOURCES
 POPULAR = "popular"
 
 
 class Ranked(NamedTuple):
-    """One batch of output: `users` users of one `source`, their rows
-    (`user_id`, `item_id`, `rank`, `score`) in user then rank order."""
+    """One batch of output: `users` users of one `source`, their rows (`user_id`, `item_id`,
+    `rank`, `score`, `because_item_id`, `reason_code`) in user then rank order."""
     source: str
     users: int
     rows: pa.RecordBatch
@@ -64,6 +66,8 @@ class Plan:
     new_items: np.ndarray | None = None
     new_slots: int = 0
     new_total: int = 0  # items without interactions in the catalogue (recommended or blocked)
+    reasons: bool = False  # score.reasons: a reason code and because_item_id per row
+    reason_history: int = 50  # ... chosen among the user's newest this many items
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # one per score job
     fault: str | None = field(default_factory=faults.current)  # for the failure tests
 
@@ -103,8 +107,15 @@ class Scorer:
                 member_items = [m.item_vectors(items) if m.factorised else None for m in self.model.members]
             if all(v is not None for v in member_items):
                 self.folded = self.model.fold(member_items)  # holds the vectors: no second copy
+                # views of the stacked vectors, one per member, for the reasons
+                member_items = list(torch.split(self.folded[0], [v.shape[1] for v in member_items], dim=1))
             else:
                 self.member_items, self.scratch = member_items, torch.empty_like(self.block)
+        self.reasons = None
+        if plan.reasons:
+            vectors = (member_items if hasattr(self.model, "score_into")
+                       else getattr(self, "item_vectors", None))
+            self.reasons = Reasons(self.model, vectors, plan.new_items)
 
     @torch.no_grad()
     def rank(self, users: np.ndarray, offsets: np.ndarray, seen: np.ndarray,
@@ -148,16 +159,32 @@ class Scorer:
             items, values = cap_per_category(items, values, self.category, p.cap, p.top_n)
         return items[:, :p.top_n].numpy(), values[:, :p.top_n].numpy()
 
+    def explain(self, items: np.ndarray, scores: np.ndarray, offsets: np.ndarray, seen: np.ndarray,
+                source: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(because item_idx or -1, reason code) per row, or None with score.reasons off."""
+        if self.reasons is None:
+            return None
+        history = ragged_tail(offsets, seen, self.plan.reason_history) if source == "model" else \
+            np.empty((len(items), 0), np.int64)
+        return self.reasons.explain(items, scores, history, source)
+
     def to_rows(self, user_ids: pa.Array, items: np.ndarray, scores: np.ndarray,
-                source: str) -> Ranked:
+                source: str, why: tuple[np.ndarray, np.ndarray] | None = None) -> Ranked:
         valid = np.isfinite(scores)
         counts = valid.sum(1)
         ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1, dtype=np.int32), items.shape)
+        n = int(counts.sum())
+        if why is None:
+            because, reason = pa.nulls(n, pa.string()), pa.nulls(n, pa.int8())
+        else:
+            idx = why[0][valid]
+            because = self.item_ids.take(pa.array(idx, mask=idx < 0))
+            reason = pa.array(why[1][valid])
         return Ranked(source, len(counts), pa.RecordBatch.from_arrays([
             user_ids.take(pa.array(np.repeat(np.arange(len(counts)), counts))),
             self.item_ids.take(pa.array(items[valid])),
-            pa.array(ranks[valid]), pa.array(scores[valid].astype(np.float32)),
-        ], names=["user_id", "item_id", "rank", "score"]))
+            pa.array(ranks[valid]), pa.array(scores[valid].astype(np.float32)), because, reason,
+        ], names=["user_id", "item_id", "rank", "score", "because_item_id", "reason_code"]))
 
     def score_users(self, user_ids: pa.Array, users: np.ndarray, sources: np.ndarray,
                     offsets: np.ndarray, seen: np.ndarray,
@@ -170,7 +197,9 @@ class Scorer:
             k = len(self.plan.popular)
             items = np.broadcast_to(self.plan.popular, (len(idx), k))
             scores = np.broadcast_to(self.plan.popular_scores, (len(idx), k))
-            yield self.to_rows(user_ids.take(pa.array(idx)), items, scores, POPULAR)
+            why = None if self.reasons is None else (
+                np.full(items.shape, -1, np.int64), np.full(items.shape, BY_SOURCE[POPULAR], np.int8))
+            yield self.to_rows(user_ids.take(pa.array(idx)), items, scores, POPULAR, why)
         for source in np.unique(sources[~popular]):
             idx = np.flatnonzero(sources == source)
             for start in range(0, len(idx), self.rows_per_batch):
@@ -178,7 +207,8 @@ class Scorer:
                 sub_offsets, sub_seen = take_ragged(offsets, seen, part)
                 sub_disliked = None if disliked is None else take_ragged(*disliked, part)
                 items, scores = self.rank(users[part], sub_offsets, sub_seen, sub_disliked)
-                yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source))
+                why = self.explain(items, scores, sub_offsets, sub_seen, str(source))
+                yield self.to_rows(user_ids.take(pa.array(part)), items, scores, str(source), why)
                 faults.maybe_fail("score_batch", self.plan.fault)
 
 

@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 
 from recsys import faults, fsio
 from recsys.errors import ConfigError
+from recsys.score.reasons import REASONS
 from recsys.storage import Storage, join
 
 SOURCES = ("model", "features", "popular")
 ATTEMPTS = "_attempts"
 ROW_GROUP_ROWS = 1 << 20
 # Columns with few distinct values per row group; a score's dictionary would only be thrown away.
-DICTIONARY = ["user_id", "item_id", "rank", "source", "model_version"]
+DICTIONARY = ["user_id", "item_id", "rank", "source", "model_version", "because_item_id", "reason"]
 SUMMARY = pa.schema([("file", pa.string()), ("part", pa.int32()), ("rows", pa.int64()),
                      *[(f"users_{s}", pa.int64()) for s in SOURCES]])
 SUMMARY_SCHEMA = "file string, part int, rows long, " + ", ".join(f"users_{s} long" for s in SOURCES)
@@ -36,6 +37,8 @@ FILE_SCHEMA = pa.schema([
     # Constant per batch: dictionary-encoded, a few bytes per row group in the file.
     ("source", pa.dictionary(pa.int8(), pa.string())),
     ("model_version", pa.dictionary(pa.int8(), pa.string())),
+    ("because_item_id", pa.string()),
+    ("reason", pa.dictionary(pa.int8(), pa.string())),
 ])
 
 
@@ -62,7 +65,7 @@ def write_task(directory: str, ranked: Iterable[Any], version: str,
     name = f"part-{part:05d}-{attempt}.parquet"
     fs, path = fsio.resolve(join(directory, ATTEMPTS, name))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    sources, versions = pa.array(SOURCES), pa.array([version])
+    sources, versions, reasons = pa.array(SOURCES), pa.array([version]), pa.array(REASONS)
     users = dict.fromkeys(SOURCES, 0)
     rows, pending, pending_rows, groups = 0, [], 0, 0
     with fs.open_output_stream(path) as out, pq.ParquetWriter(
@@ -79,9 +82,11 @@ def write_task(directory: str, ranked: Iterable[Any], version: str,
             users[source] += n_users
             rows += n
             pending.append(pa.RecordBatch.from_arrays([
-                *batch.columns,
+                *batch.columns[:4],
                 _constant(np.full(n, SOURCES.index(source), np.int8), sources),
-                _constant(np.zeros(n, np.int8), versions)], schema=FILE_SCHEMA))
+                _constant(np.zeros(n, np.int8), versions),
+                batch.column("because_item_id"),
+                pa.DictionaryArray.from_arrays(batch.column("reason_code"), reasons)], schema=FILE_SCHEMA))
             pending_rows += n
             if pending_rows >= ROW_GROUP_ROWS:
                 flush()

@@ -16,7 +16,8 @@ Goals, on the job's users/s: >= 5x ALS and >= 0.5x torch. `--large` runs only th
 (once) at 1M x 100k and compares its cost per user x item with the default run's JSON.
 `--blend` scores, in one run, two `mf` artifacts alone and a blend of the two (per-user
 standardised scores, the night's blend artifact): goal, the blend's scoring stage costs no
-more than the sum of its members'.
+more than the sum of its members'. `--reasons` runs the job with and without `score.reasons`
+(interleaved): goal, the scoring + writing stage with reasons <= 1.3x the stage without.
 
     .venv/bin/python tests/benchmarks/bench_score.py [--users 200000 --items 20000] [--large]
 """
@@ -44,7 +45,7 @@ from recsys.config import load_config
 from recsys.ranking.topk import top_k
 
 DS, DATASET, TRAIN_PER_USER = "2026-11-01", "bench", 10
-GOAL_ALS, GOAL_TORCH = 5.0, 0.5
+GOAL_ALS, GOAL_TORCH, GOAL_REASONS = 5.0, 0.5, 1.3
 
 
 def write(table: pa.Table, path: str, rows_per_file: int = 2_000_000) -> None:
@@ -140,12 +141,12 @@ def build_artifact(root: str, snap: str, rows: dict, rank: int, seed: int) -> tu
 
 
 def run_score(root: str, n_users: int, top_n: int, writer: str = "arrow", model: str = "mf",
-              version: str | None = None) -> dict:
+              version: str | None = None, extra: tuple[str, ...] = ()) -> dict:
     """`recsys score` as a user runs it; wall time, peak RSS of its process tree, its counts."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "recsys"), "score", "--conf", "conf/default.yaml",
            "--ds", DS, "--set", f"paths.root={root}", "--set", f"dataset={DATASET}", "--set", f"score.model={model}",
            "--set", f"score.top_n={top_n}", "--set", "input.path=unused", "--set", f"score.writer={writer}",
-           *(["--model-version", version] if version else [])]
+           *(["--model-version", version] if version else []), *(a for x in extra for a in ("--set", x))]
     try:
         run = run_job(cmd, os.path.join(root, "score"))
     except JobFailed as exc:
@@ -322,6 +323,26 @@ def bench_blend(root: str, users: int, top_n: int, rank: int) -> dict:
     return out
 
 
+def bench_reasons(root: str, users: int, top_n: int, repeats: int) -> dict:
+    """The score job with and without `score.reasons`, runs interleaved (the machine is shared):
+    the median scoring + writing stage of each and their ratio (goal <= GOAL_REASONS)."""
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    for i in range(repeats):
+        for name in ("off", "on"):
+            r = run_score(root, users, top_n, extra=(f"score.reasons={'true' if name == 'on' else 'false'}",))
+            runs[name].append(r)
+            print(f"  run {i + 1}, reasons {name}: scoring + writing {r['timings_s']['score_and_write']}s, "
+                  f"job {r['users_per_s']:,} users/s, peak RSS {r['peak_rss_gb']} GB", flush=True)
+    stage = {k: statistics.median(r["timings_s"]["score_and_write"] for r in v) for k, v in runs.items()}
+    job = {k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()}
+    out = {"stage_s": stage, "wall_s": job, "stage_ratio": round(stage["on"] / stage["off"], 3),
+           "wall_ratio": round(job["on"] / job["off"], 3),
+           "runs": {k: [r["timings_s"]["score_and_write"] for r in v] for k, v in runs.items()}}
+    print(f"scoring + writing stage with reasons / without: {out['stage_ratio']} (median of {repeats} each; "
+          f"goal <= {GOAL_REASONS}); whole command {out['wall_ratio']}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=200_000)
@@ -332,6 +353,7 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="only the score job at 1M users x 100k items")
     ap.add_argument("--repeats", type=int, default=None, help="score job runs (default 3; 1 with --large)")
     ap.add_argument("--blend", action="store_true", help="only two mf artifacts and their blend")
+    ap.add_argument("--reasons", action="store_true", help="only the score job with and without score.reasons")
     args = ap.parse_args()
     workdir = os.path.abspath(args.workdir)
     info = machine()
@@ -344,6 +366,12 @@ def main() -> None:
     if args.blend:
         report = {"machine": info, "users": users, "items": items, "blend": bench_blend(root, users, args.top_n, args.rank)}
         with open(os.path.join(workdir, "bench_score_blend.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        return
+    if args.reasons:
+        report = {"machine": info, "users": users, "items": items,
+                  "reasons": bench_reasons(root, users, args.top_n, args.repeats or 3)}
+        with open(os.path.join(workdir, "bench_score_reasons.json"), "w") as f:
             json.dump(report, f, indent=2)
         return
     score = score_runs(root, users, args.top_n, args.repeats or (1 if args.large else 3))
