@@ -73,6 +73,7 @@ class TagTableConfig(SourceConfig):
     most used tags become one of its features."""
     item: str = "item_id"
     tag: str = "tag"
+    user: str | None = None  # the tagging user's column: erased users' tags are left out
 
 
 @dataclass
@@ -280,6 +281,21 @@ class ItemListConfig(SourceConfig):
 
 
 @dataclass
+class UserListConfig(SourceConfig):
+    """A list of users (a file or a table) with the original user id in `column`."""
+    column: str = "user_id"
+
+
+@dataclass
+class PrivacyConfig:
+    # Users whose data must go (a deletion list, as privacy teams keep them): from the next run
+    # on, in no snapshot, model artifact or table partition (README, privacy).
+    erase: UserListConfig | None = None
+    # Users who opted out of personalisation: the non-personalised list, source = opted_out.
+    opt_out: UserListConfig | None = None
+
+
+@dataclass
 class ScoreConfig:
     model: str | None = None  # None: train.model
     top_n: int = 100
@@ -320,6 +336,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> "Config":
         """Checks that span several keys (types are already checked by the loader)."""
@@ -407,6 +424,10 @@ class Config:
                 raise ConfigError(f"{name}.tags needs a path or a table")
         if self.users is not None and self.users.tags is not None:
             raise ConfigError("users.tags: a tag table describes items; set it under items.tags")
+        for key in ("erase", "opt_out"):
+            lst = getattr(self.privacy, key)
+            if lst is not None and (lst.path or lst.table) is None:
+                raise ConfigError(f"privacy.{key} needs a path or a table (format: table) of user ids")
         return self
 
 

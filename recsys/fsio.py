@@ -50,6 +50,12 @@ def delete_dir(path: str) -> None:
         fs.delete_dir(p)
 
 
+def delete_file(path: str) -> None:
+    fs, p = resolve(path)
+    if fs.get_file_info(p).type != pafs.FileType.NotFound:
+        fs.delete_file(p)
+
+
 def listdir(path: str) -> list[str]:
     fs, p = resolve(path)
     if fs.get_file_info(p).type == pafs.FileType.NotFound:

@@ -24,15 +24,16 @@ from recsys.storage import Storage, join, resolve_root
 log = logging.getLogger("recsys.run")
 STEPS = ("prepare", "train", "evaluate", "score")
 # The configuration sections each step depends on (besides the step before it).
-SECTIONS = {"prepare": ("dataset", "input", "users", "items", "prepare"),
+SECTIONS = {"prepare": ("dataset", "input", "users", "items", "prepare", "privacy"),
             "train": ("dataset", "train"), "evaluate": ("evaluate", "score"),
-            "score": ("score",)}
+            "score": ("score", "privacy")}
 
 
 def input_signature(store: Storage, cfg: Config) -> list[Any]:
-    """Names, sizes and modification times of the input files: a changed log re-runs prepare."""
+    """Names, sizes and modification times of the input files: a changed log, or a user added
+    to a privacy list, re-runs prepare (and what follows)."""
     sig: list[Any] = []
-    for src in (cfg.input, cfg.users, cfg.items):
+    for src in (cfg.input, cfg.users, cfg.items, cfg.privacy.erase, cfg.privacy.opt_out):
         if src is None:
             continue
         if src.format == "table":

@@ -28,6 +28,8 @@ UNKNOWN_EVENT = "unknown_event"
 MISSING_VALUE = "missing_value"  # prepare.weight.method value or rating, and no value
 BAD_VALUE = "bad_value"
 VALUE_OUT_OF_RANGE = "value_out_of_range"
+# Not a reject: the rows of a user on the deletion list (privacy.erase), counted and dropped.
+ERASED = "erased"
 REJECT_REASONS = (
     MALFORMED_LINE, MISSING_USER, MISSING_ITEM, BAD_TIMESTAMP, FUTURE_TIMESTAMP,
     UNKNOWN_EVENT, MISSING_VALUE, BAD_VALUE, VALUE_OUT_OF_RANGE,

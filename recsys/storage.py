@@ -31,6 +31,15 @@ def join(*parts: str) -> str:
     return "/".join(p.rstrip("/") for p in parts)
 
 
+def normal_path(path: str) -> str:
+    """One spelling per local place: `file:/a/b/`, `file:///a/b` and `/a/b` give `/a/b`."""
+    for prefix in ("file://", "file:"):
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+            break
+    return "/" + path.strip("/")
+
+
 class Storage:
     """Thin wrapper over the JVM's Hadoop FileSystem for one session."""
 

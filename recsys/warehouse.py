@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recsys.config import TABLE_NAME
 from recsys.errors import ConfigError
-from recsys.storage import Storage, join
+from recsys.storage import Storage, join, normal_path
 
 log = logging.getLogger("recsys.warehouse")
 COLUMNS = ("user_id string, item_id string, rank int, score float, source string, "
@@ -95,7 +95,7 @@ def stage_partition(spark: SparkSession, table: str, ds: str) -> Staged:
     previous = partition_location(spark, table, ds)
     for leftover in store.list(base):  # failed runs of this ds; never the live location
         path = join(base, leftover)
-        if previous is None or _norm(previous) != _norm(path):
+        if previous is None or normal_path(previous) != normal_path(path):
             store.delete(path)
     return Staged(table, ds, join(base, uuid.uuid4().hex[:12]), previous)
 
@@ -135,15 +135,6 @@ def drop_expired(spark: SparkSession, table: str, ds: str, retention_days: int) 
                 store.delete(location)
             dropped.append(old)
     return dropped
-
-
-def _norm(path: str) -> str:
-    """`file:/a/b/`, `file:///a/b` and `/a/b` name the same place."""
-    for prefix in ("file://", "file:"):
-        if path.startswith(prefix):
-            path = path[len(prefix):]
-            break
-    return "/" + path.strip("/")
 
 
 def _check_ds(ds: str) -> None:

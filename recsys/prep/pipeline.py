@@ -15,8 +15,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys import privacy, snapshot
 from recsys import schema as S
-from recsys import snapshot
 from recsys.config import Config, PrepareConfig, to_dict
 from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
@@ -79,19 +79,26 @@ def prepare(spark: SparkSession, cfg: Config, ds: str, *, now: datetime | None =
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     with m.recorded(lambda data: store.write_json(join(root, "runs", ds, "prepare.json"), data)):
+        erased = (privacy.read_users(spark, cfg.privacy.erase, "privacy.erase").localCheckpoint()
+                  if cfg.privacy.erase is not None else None)
         try:
-            _run(spark, cfg, m, staging, now)
+            _run(spark, cfg, m, staging, now, erased)
             with m.timed("publish"):
                 store.publish(staging, final)
         except BaseException:
             store.delete(staging)  # never leave a half-written snapshot behind
             raise
+        if erased is not None:  # older snapshots and what was trained on them
+            with m.timed("erase"):
+                m.data["counts"]["erasure"].update(
+                    privacy.purge_held(spark, root, cfg.dataset, final, erased))
         m.data["outputs"] = {"snapshot": final,
                              **{name: join(final, name) for name in S.PREPARED_DATASETS}}
     return m
 
 
-def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datetime) -> None:
+def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datetime,
+         erased: DataFrame | None = None) -> None:
     p, w = cfg.prepare, cfg.prepare.weight
     counts: dict[str, Any] = m.data["counts"]
     latest = now + timedelta(hours=p.future_tolerance_hours)
@@ -107,8 +114,16 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             event_types=sorted(p.event_weights) if cfg.input.columns.event else None,
             value_range=_value_range(p), latest_allowed=latest, has_time=has_time,
             value_required=w.method != "events",
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        )
+        if erased is not None:
+            validated = privacy.flag_erased(validated, erased)
+        cached = validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
         by_reason = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
+        if erased is not None:  # counted, never quarantined nor kept
+            found = validated.where(F.col(S.REASON) == S.ERASED).select(S.USER_ID).distinct().count()
+            counts["erasure"] = {"listed_users": erased.count(), "users_in_log": found,
+                                 "log_rows_removed": by_reason.pop(S.ERASED, 0)}
+            validated = validated.where(F.col(S.REASON).isNull() | (F.col(S.REASON) != S.ERASED))
         total = sum(by_reason.values())
         good_rows = by_reason.pop(None, 0)
         rejected = sum(by_reason.values())
@@ -149,7 +164,7 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
             below_events = disliked.agg(F.sum(S.N_EVENTS)).first()[0] or 0
         core, passes = clean.kcore(pairs, p.min_user_interactions, p.min_item_interactions)
         kcore_events = deduped_events - below_events - (core.agg(F.sum(S.N_EVENTS)).first()[0] or 0)
-        validated.unpersist()
+        cached.unpersist()
         events.unpersist()
         counts["kcore_passes"] = passes
 
@@ -170,11 +185,17 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
         for name, side_cfg, key in (("users", cfg.users, S.USER_ID), ("items", cfg.items, S.ITEM_ID)):
             if side_cfg is not None:
                 table = read_source(spark, side_cfg, all_strings=False, what=f"{name} side table")
+                if erased is not None and name == "users":
+                    require_columns(table, {"users.key": side_cfg.key}, "users side table")
+                    table = privacy.without_users(table, erased, side_cfg.key)
                 tags = None
                 if side_cfg.tags is not None:
                     tags = read_source(spark, side_cfg.tags, all_strings=False, what="items.tags table")
-                    require_columns(tags, {"items.tags.item": side_cfg.tags.item, "items.tags.tag": side_cfg.tags.tag},
+                    require_columns(tags, {"items.tags.item": side_cfg.tags.item, "items.tags.tag": side_cfg.tags.tag,
+                                           "items.tags.user": side_cfg.tags.user},
                                     f"items.tags table {side_cfg.tags.path or side_cfg.tags.table}")
+                    if erased is not None and side_cfg.tags.user is not None:
+                        tags = privacy.without_users(tags, erased, side_cfg.tags.user)
                 side[name] = features.encode_side_table(table, side_cfg, key, ref_ts, tags)
         user_index = build_index(core, side.get("users", (None,))[0], S.USER_ID, S.USER_IDX)
         item_index = build_index(core, side.get("items", (None,))[0], S.ITEM_ID, S.ITEM_IDX)

@@ -15,7 +15,7 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys import fsio, gate, snapshot, warehouse
+from recsys import fsio, gate, privacy, snapshot, warehouse
 from recsys import schema as S
 from recsys.artifacts import WEIGHTS, Artifact, load_artifact, resolve_model
 from recsys.config import Config, ItemListConfig, to_dict
@@ -26,7 +26,8 @@ from recsys.models.features import FeatureTable
 from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
 from recsys.score.reasons import REASONS
-from recsys.score.scorer import OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write, score_partition
+from recsys.score.scorer import (OPTED_OUT, OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write,
+                                 score_partition)
 from recsys.sources import read_source
 from recsys.storage import Storage, join, resolve_root
 
@@ -104,12 +105,14 @@ def content_aware(spec: dict) -> bool:
 
 
 def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, has_towers: bool,
-                   parts: int, with_time: bool = False) -> DataFrame:
+                   parts: int, with_time: bool = False, erased: DataFrame | None = None,
+                   opted_out: DataFrame | None = None) -> DataFrame:
     """The scorer's input (see scorer.py), hash-partitioned by user into `parts` partitions:
     a row (user_idx, user_id, source) per user to score and a row (user_idx, item_idx[, ts])
     per item of their history (`with_time`: history models read it in time order). The scorer
     groups the history itself: one shuffle, where a collect_list per user and a join cost
-    three (and twice the time, bench-score)."""
+    three (and twice the time, bench-score). `erased` users are not scored; `opted_out` ones
+    get the popularity list."""
     s = cfg.score
     index = spark.read.parquet(snap.dataset(S.USER_INDEX))
     feats = spark.read.parquet(snap.dataset(S.USERS)).select(S.USER_IDX, "n_train", "recency_days")
@@ -121,6 +124,13 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
         users = users.join(wanted.select(F.col(S.USER_ID).cast("string")).distinct(), S.USER_ID)
     if s.active_days is not None:
         users = users.where(F.col("recency_days") <= s.active_days)
+    chosen = s.users_table is not None or s.active_days is not None
+    if erased is not None:
+        users, chosen = privacy.without_users(users, erased, S.USER_ID), True
+    opted = F.lit(False)
+    if opted_out is not None:
+        users = users.join(opted_out.withColumn("_opted_out", F.lit(True)), S.USER_ID, "left")
+        opted = F.coalesce(F.col("_opted_out"), F.lit(False))
     cols = [S.USER_IDX, S.ITEM_IDX] + ([F.col(S.TS).cast("long").alias(S.TS)] if with_time else [])
     history = (spark.read.parquet(snap.dataset(S.TRAIN)).select(*cols)
                .unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(*cols)))
@@ -129,10 +139,10 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
         history = (history.withColumn("disliked", F.lit(False))
                    .unionByName(spark.read.parquet(snap.dataset(S.SEEN)).select(*cols)
                                 .withColumn("disliked", F.lit(True))))
-    if s.users_table is not None or s.active_days is not None:  # only the chosen users' history
+    if chosen:  # only the chosen users' history
         history = history.join(users.select(S.USER_IDX), S.USER_IDX, "left_semi")
     trained = F.coalesce(F.col("n_train"), F.lit(0)) > 0
-    source = (F.when(trained, F.lit("model"))
+    source = (F.when(opted, F.lit(OPTED_OUT)).when(trained, F.lit("model"))
               .when(F.lit(has_towers), F.lit("features")).otherwise(F.lit(POPULAR)))
     no_string, no_item = F.lit(None).cast("string"), F.lit(None).cast("int")
     no_time = [F.lit(None).cast("long").alias(S.TS)] if with_time else []
@@ -228,8 +238,12 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
             parts = _partitions(spark, rows.get(S.USER_INDEX, artifact.config["model"]["n_users"]),
                                 rows.get(S.TRAIN, 0) + rows.get(S.VALID, 0))
             # Reasons name one of the user's newest items: the history is read in time order.
+            p = cfg.privacy
+            erased = privacy.read_users(spark, p.erase, "privacy.erase") if p.erase is not None else None
+            opted_out = privacy.read_users(spark, p.opt_out, "privacy.opt_out") if p.opt_out is not None else None
             users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts,
-                                   with_time=reads_history(spec) or s.reasons)
+                                   with_time=reads_history(spec) or s.reasons, erased=erased,
+                                   opted_out=opted_out)
         with m.timed("score_and_write"):
             bc = spark.sparkContext.broadcast(plan)
             write = write_with_arrow if s.writer == "arrow" else write_with_spark
@@ -238,6 +252,10 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         n_users = sum(by_source.values())
         with m.timed("retention"):
             dropped = warehouse.drop_expired(spark, s.table, ds, s.retention_days)
+        erasure = None
+        if erased is not None:  # the retained partitions, each rewritten without them
+            with m.timed("erase"):
+                erasure = privacy.erase_from_table(spark, s.table, erased)
         m.data["outputs"] = {"table": s.table, "partition": f"ds={ds}", "location": published["location"],
                              "dropped_partitions": dropped}
         m.data["counts"] = {"users_scored": n_users, "users_by_source": by_source,
@@ -245,6 +263,7 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
                                           "recommendable": plan.new_items is not None,
                                           "reserved_slots": plan.new_slots},
                             "rows_written": published["rows"], "model_version": artifact.version,
+                            **({"erasure": erasure} if erasure is not None else {}),
                             # the whole job (checks, plan, publish) and its scoring + writing stage
                             "users_per_s": round(n_users / m.elapsed(), 1),
                             "users_per_s_scoring": round(n_users / max(m["timings_s"]["score_and_write"], 1e-9), 1)}

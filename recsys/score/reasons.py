@@ -24,7 +24,7 @@ from recsys.models.base import PAD, Recommender
 REASONS = ("similar_to_history", "new_item", "user_features", "popular", "model")
 SIMILAR, NEW_ITEM, USER_FEATURES, POPULAR, MODEL = range(len(REASONS))
 # A source (how the user was scored) -> the reason of rows that no history item explains.
-BY_SOURCE = {"popular": POPULAR, "features": USER_FEATURES, "model": MODEL}
+BY_SOURCE = {"popular": POPULAR, "opted_out": POPULAR, "features": USER_FEATURES, "model": MODEL}
 BLOCK_USERS = 256
 
 

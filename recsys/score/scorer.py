@@ -32,6 +32,7 @@ OUTPUT_SCHEMA = ("user_id string, item_id string, rank int, score float, because
                  "reason_code byte, source_code byte")
 SOURCES = writer.SOURCES
 POPULAR = "popular"
+OPTED_OUT = "opted_out"  # privacy.opt_out: the popularity list, whatever the model knows
 
 
 class Ranked(NamedTuple):
@@ -190,16 +191,19 @@ class Scorer:
                     offsets: np.ndarray, seen: np.ndarray,
                     disliked: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[Ranked]:
         """Rank `users` (with their ids and sources) excluding each one's `seen` items, a
-        ragged array cut at `offsets` (and `disliked`, another); popular users share one list."""
-        popular = sources == POPULAR
-        if popular.any():
-            idx = np.flatnonzero(popular)
+        ragged array cut at `offsets` (and `disliked`, another); popular and opted-out users
+        share one list."""
+        popular = np.isin(sources, (POPULAR, OPTED_OUT))
+        for source in (POPULAR, OPTED_OUT):
+            idx = np.flatnonzero(sources == source)
+            if not len(idx):
+                continue
             k = len(self.plan.popular)
             items = np.broadcast_to(self.plan.popular, (len(idx), k))
             scores = np.broadcast_to(self.plan.popular_scores, (len(idx), k))
             why = None if self.reasons is None else (
-                np.full(items.shape, -1, np.int64), np.full(items.shape, BY_SOURCE[POPULAR], np.int8))
-            yield self.to_rows(user_ids.take(pa.array(idx)), items, scores, POPULAR, why)
+                np.full(items.shape, -1, np.int64), np.full(items.shape, BY_SOURCE[source], np.int8))
+            yield self.to_rows(user_ids.take(pa.array(idx)), items, scores, source, why)
         for source in np.unique(sources[~popular]):
             idx = np.flatnonzero(sources == source)
             for start in range(0, len(idx), self.rows_per_batch):

@@ -24,7 +24,7 @@ from recsys.errors import ConfigError
 from recsys.score.reasons import REASONS
 from recsys.storage import Storage, join
 
-SOURCES = ("model", "features", "popular")
+SOURCES = ("model", "features", "popular", "opted_out")
 ATTEMPTS = "_attempts"
 ROW_GROUP_ROWS = 1 << 20
 # Columns with few distinct values per row group; a score's dictionary would only be thrown away.
