@@ -102,6 +102,26 @@ def _print_rows(df, fmt: str) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace, spark, cfg):
+    """The step's library function; returns its manifest."""
+    if args.step == "prepare":
+        from recsys.prep.pipeline import prepare
+        return prepare(spark, cfg, args.ds)
+    if args.step == "train":
+        from recsys.train.job import train
+        return train(spark, cfg, args.ds, model=args.model, resume=args.resume)
+    if args.step == "evaluate":
+        from recsys.evaluation.job import evaluate
+        return evaluate(spark, cfg, args.ds, model=args.model)
+    if args.step == "score":
+        from recsys.score.job import score
+        return score(spark, cfg, args.ds, version=args.model_version, force=args.force)
+    if args.step == "run":
+        from recsys.nightly import run_nightly
+        return run_nightly(spark, cfg, args.ds, force=args.force)
+    raise ConfigError(f"unknown step {args.step}")  # pragma: no cover - argparse restricts the choices
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _setup_logging()
@@ -114,30 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.conf, args.overrides)
         from recsys.session import build_session
-        spark = build_session(cfg)
-        if args.step == "prepare":
-            from recsys.prep.pipeline import prepare
-            manifest = prepare(spark, cfg, args.ds)
-        elif args.step == "score":
-            from recsys.score.job import score
-            manifest = score(spark, cfg, args.ds, version=args.model_version, force=args.force)
-        elif args.step == "evaluate":
-            from recsys.evaluation.job import evaluate
-            manifest = evaluate(spark, cfg, args.ds, model=args.model)
-        elif args.step == "run":
-            from recsys.nightly import run_nightly
-            manifest = run_nightly(spark, cfg, args.ds, force=args.force)
-        elif args.step == "sql":
+        if args.step == "sql":
             from pyspark.errors import AnalysisException, ParseException
             try:
-                return _print_rows(spark.sql(args.query), args.format)
+                return _print_rows(build_session(cfg).sql(args.query), args.format)
             except (AnalysisException, ParseException) as exc:
                 return _fail("sql", None, str(exc).strip().splitlines()[0], 2)
-        elif args.step == "train":
-            from recsys.train.job import train
-            manifest = train(spark, cfg, args.ds, model=args.model, resume=args.resume)
-        else:  # pragma: no cover - argparse restricts the choices
-            raise ConfigError(f"unknown step {args.step}")
+        from recsys.lease import held
+        # One run per ds: taken before Spark starts, so a refused run costs nothing; `run` holds
+        # it once for its four steps (they are called in this process, not through here).
+        with held(cfg.paths.root, args.ds, args.step, cfg.lease):
+            manifest = _job(args, build_session(cfg), cfg)
     except RecsysError as exc:
         return _fail(args.step, getattr(args, "ds", None), str(exc), 2)
     except Exception as exc:  # a bug or an infrastructure failure: the trace, then the summary

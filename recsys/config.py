@@ -325,6 +325,16 @@ class ScoreConfig:
 
 
 @dataclass
+class LeaseConfig:
+    """One run per ds: every job holds `<root>/leases/<ds>.lease` while it works (recsys/lease.py)."""
+    wait_s: float = 0.0  # another run holds the ds: 0 refuses at once, else wait up to this long
+    heartbeat_s: float = 30.0  # the holder refreshes its lease this often
+    # A lease from another machine whose heartbeat is older than this is dead and taken over (on
+    # the holder's own machine a dead pid decides at once).
+    stale_after_s: float = 300.0
+
+
+@dataclass
 class Config:
     dataset: str = "events"  # names the folder under <root>/data
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -337,6 +347,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
     def validate(self) -> "Config":
         """Checks that span several keys (types are already checked by the loader)."""
@@ -410,6 +421,7 @@ class Config:
             raise ConfigError("prepare.event_weights is set but input.columns.event is not")
         self._check_weight()
         self._check_time()
+        self._check_lease()
         for name, side in (("users", self.users), ("items", self.items)):
             if side is None:
                 continue
@@ -443,6 +455,17 @@ class Config:
                               "(the lowest rating that counts as a positive)")
         if w.cap_quantile is not None and not 0 < w.cap_quantile <= 1:
             raise ConfigError(f"prepare.weight.cap_quantile must be in (0, 1], got {w.cap_quantile}")
+
+    def _check_lease(self) -> None:
+        lease = self.lease
+        if lease.wait_s < 0:
+            raise ConfigError(f"lease.wait_s must be at least 0 (0: refuse at once), got {lease.wait_s}")
+        if lease.heartbeat_s <= 0:
+            raise ConfigError(f"lease.heartbeat_s must be positive, got {lease.heartbeat_s}")
+        if lease.stale_after_s < 2 * lease.heartbeat_s:
+            raise ConfigError(f"lease.stale_after_s must be at least twice lease.heartbeat_s "
+                              f"(a late beat must not make a live holder look dead), got {lease.stale_after_s} "
+                              f"with lease.heartbeat_s={lease.heartbeat_s}")
 
     def _check_time(self) -> None:
         """A log without timestamps (input.columns.ts: null) refuses what needs time."""

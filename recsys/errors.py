@@ -23,3 +23,7 @@ class RejectShareError(RecsysError, RuntimeError):
 
 class SnapshotError(RecsysError, ValueError):
     """A prepared snapshot is incomplete or its schema is not what the next job needs."""
+
+
+class LeaseHeldError(RecsysError, RuntimeError):
+    """Another run holds this ds's lease; the message names it and how to wait for it."""
