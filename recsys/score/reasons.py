@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from recsys.models.autoencoders import EASE
@@ -25,7 +26,7 @@ REASONS = ("similar_to_history", "new_item", "user_features", "popular", "model"
 SIMILAR, NEW_ITEM, USER_FEATURES, POPULAR, MODEL = range(len(REASONS))
 # A source (how the user was scored) -> the reason of rows that no history item explains.
 BY_SOURCE = {"popular": POPULAR, "opted_out": POPULAR, "features": USER_FEATURES, "model": MODEL}
-BLOCK_USERS = 256
+BLOCK_USERS = 1024
 
 
 class _Part:
@@ -37,12 +38,17 @@ class _Part:
             self.inv_norm = 1.0 / vectors.norm(dim=1).clamp(min=1e-12)
 
     def __call__(self, rec: Tensor, hist: Tensor) -> Tensor:
-        """rec [B, N], hist [B, H] (PAD-free indices) -> similarity [B, N, H]."""
+        """rec [B, N], hist [B, H] (PAD on the left) -> similarity [B, N, H], 0 at a PAD."""
+        pad = hist == PAD
         if self.pairs is not None:  # B[h, i]: what history item h adds to item i's score
-            return self.pairs[hist.unsqueeze(1), rec.unsqueeze(2)]
-        r = self.vectors[rec] * self.inv_norm[rec].unsqueeze(-1)
-        h = self.vectors[hist] * self.inv_norm[hist].unsqueeze(-1)
-        return torch.bmm(r, h.transpose(1, 2))
+            rows = hist.masked_fill(pad, len(self.pairs) - 1)  # EASE's last row is all zeros
+            return self.pairs[rows.unsqueeze(1), rec.unsqueeze(2)]
+        # The cosine up to the recommended item's norm, which is the same for every h: the
+        # choice of h (and the sign) is the cosine's, without normalising N vectors per user.
+        h = hist.clamp(min=0)
+        scale = self.inv_norm[h].masked_fill(pad, 0.0)
+        h = F.embedding(h, self.vectors) * scale.unsqueeze(-1)
+        return torch.bmm(F.embedding(rec, self.vectors), h.transpose(1, 2))
 
 
 class Reasons:
@@ -91,9 +97,7 @@ class Reasons:
                 rows = slice(start, start + BLOCK_USERS)
                 rec = torch.as_tensor(items[rows]).clamp(min=0)
                 hist = torch.as_tensor(history[rows])
-                sim = self.similarity(rec, hist.clamp(min=0))
-                sim.masked_fill_((hist == PAD).unsqueeze(1), float("-inf"))
-                best, at = sim.max(dim=2)
+                best, at = self.similarity(rec, hist).max(dim=2)  # a PAD's 0 is never > 0
                 found = (best > 0).numpy()
                 chosen = hist.gather(1, at).numpy()
                 because[rows] = np.where(found, chosen, -1)

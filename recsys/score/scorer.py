@@ -165,8 +165,8 @@ class Scorer:
         """(because item_idx or -1, reason code) per row, or None with score.reasons off."""
         if self.reasons is None:
             return None
-        history = ragged_tail(offsets, seen, self.plan.reason_history) if source == "model" else \
-            np.empty((len(items), 0), np.int64)
+        width = min(self.plan.reason_history, int(np.diff(offsets).max(initial=0)))  # no all-PAD columns
+        history = ragged_tail(offsets, seen, width) if source == "model" else np.empty((len(items), 0), np.int64)
         return self.reasons.explain(items, scores, history, source)
 
     def to_rows(self, user_ids: pa.Array, items: np.ndarray, scores: np.ndarray,
