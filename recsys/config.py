@@ -263,6 +263,9 @@ class EvaluateConfig:
     als: AlsConfig = field(default_factory=AlsConfig)
     ease_max_items: int = 20_000  # EASE inverts an items x items matrix: skipped above this
     ease_lambda: float = 250.0
+    # Intra-list diversity by this column of the items table (a categorical, multi-valued or
+    # multi-hot one, e.g. genres); None: by score.category_column if set, else not measured.
+    category_column: str | None = None
 
 
 @dataclass
@@ -272,6 +275,16 @@ class GateConfig:
     metric: str = "ndcg@10"
     min_lift_over_popularity: float = 0.0  # model > popularity * (1 + this)
     max_drop_from_published: float = 0.1  # model >= published model * (1 - this)
+    # Exposure bounds against the published model's, at the K of `metric`, from the evaluate
+    # report of each (None: off). Relative, like the above: coverage >= published * (1 - this).
+    max_coverage_drop: float | None = None
+    max_gini_increase: float | None = None  # absolute: gini <= published gini + this
+
+
+def metric_k(metric: str) -> int | None:
+    """The K of a `name@K` metric key, None if it names none."""
+    name, _, k = metric.rpartition("@")
+    return int(k) if name and k.isdigit() else None
 
 
 @dataclass
@@ -404,6 +417,7 @@ class Config:
             raise ConfigError("score.new_item_share reserves slots for new items: set score.new_items: true")
         if (self.score.category_column is None) != (self.score.max_per_category is None):
             raise ConfigError("score.category_column and score.max_per_category go together")
+        self._check_gate()
         if self.input.format == "table" and not self.input.table:
             raise ConfigError("input.table is required when input.format is 'table'")
         if self.input.format != "table" and not self.input.path:
@@ -442,6 +456,22 @@ class Config:
                 raise ConfigError(f"privacy.{key} needs a path or a table (format: table) of user ids")
         return self
 
+
+    def _check_gate(self) -> None:
+        g = self.score.gate
+        for key in ("max_coverage_drop", "max_gini_increase"):
+            bound = getattr(g, key)
+            if bound is None:
+                continue
+            if not 0 <= bound <= 1:
+                raise ConfigError(f"score.gate.{key} must be in [0, 1] (null: off), got {bound}")
+            k = metric_k(g.metric)
+            if k is None:
+                raise ConfigError(f"score.gate.{key} is measured at the K of score.gate.metric, and "
+                                  f"{g.metric!r} names none (e.g. ndcg@10)")
+            if k not in self.evaluate.ks:
+                raise ConfigError(f"score.gate.{key} is measured at K={k} (score.gate.metric "
+                                  f"{g.metric}), which evaluate.ks {self.evaluate.ks} does not include")
 
     def _check_weight(self) -> None:
         w = self.prepare.weight

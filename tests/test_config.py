@@ -33,11 +33,28 @@ def test_file_then_overrides_take_precedence(tmp_path):
     ("prepare.split.valid_fraction=1.5", "prepare.split.valid_fraction must be in (0, 1)"),
     ("nonsense", "--set expects key=value"),
     ("train.optimizer=sgd", "train.optimizer must be one of"),
+    ("score.gate.max_gini_increase=1.5", "score.gate.max_gini_increase must be in [0, 1] (null: off), got 1.5"),
+    ("score.gate.max_coverage_drop=-0.1", "score.gate.max_coverage_drop must be in [0, 1]"),
+    ("score.gate.max_coverage_drop=high", "score.gate.max_coverage_drop must be float"),
+    ("evaluate.category_column=[genres]", "evaluate.category_column must be str"),
 ])
 def test_bad_keys_and_types_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(CONF / "movielens.yaml", [override])
     assert message in str(err.value)
+
+
+def test_exposure_bounds_need_their_k_measured_by_evaluate():
+    bound = "score.gate.max_gini_increase=0.01"
+    cfg = load_config(CONF / "movielens.yaml", [bound])
+    assert cfg.score.gate.max_gini_increase == 0.01 and cfg.score.gate.max_coverage_drop is None
+    with pytest.raises(ConfigError, match=r"score.gate.max_gini_increase is measured at K=10 "
+                                          r"\(score.gate.metric ndcg@10\), which evaluate.ks \[5\] does not include"):
+        load_config(CONF / "movielens.yaml", [bound, "evaluate.ks=[5]"])
+    with pytest.raises(ConfigError, match="score.gate.max_coverage_drop is measured at the K of "
+                                          "score.gate.metric, and 'ndcg' names none"):
+        load_config(CONF / "movielens.yaml", ["score.gate.max_coverage_drop=0.1", "score.gate.metric=ndcg"])
+    load_config(CONF / "movielens.yaml", ["score.gate.metric=ndcg", "evaluate.ks=[5]"])  # no bound, no check
 
 
 def test_unknown_key_in_a_file_names_it(tmp_path):

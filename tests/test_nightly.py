@@ -46,8 +46,9 @@ def test_run_resumes_at_the_failed_step_and_skips_what_is_done(spark, tmp_path, 
     report = tmp_path / "reports" / DS
     html = (report / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 5 and all((report / name).is_file() for name in images)
+    assert len(images) == 6 and all((report / name).is_file() for name in images)
     assert "leaderboard.png" in images and "Leaderboard" in html
+    assert "exposure_by_decile.png" in images and "Beyond accuracy" in html
     board = manifest(tmp_path, "train")["leaderboard"]
     # The two candidates and the blends of the pair, each measured on the validation rows.
     assert {r["name"] for r in board} >= {"mf", "ease", "0.50xmf+0.50xease"} or \
@@ -56,6 +57,9 @@ def test_run_resumes_at_the_failed_step_and_skips_what_is_done(spark, tmp_path, 
     assert all("ndcg@10_se" in r or "ndcg@5_se" in r for r in board)
     evaluation = json.loads((report / "evaluate.json").read_text())
     assert set(evaluation["baselines"]) == {"popularity", "als", "ease"}
+    version = evaluation["model"]["version"]
+    assert evaluation["beyond_accuracy_by_version"] == {version: evaluation["model"]["beyond_accuracy"]}
+    assert 0 < evaluation["model"]["beyond_accuracy"]["coverage@5"] == evaluation["model"]["metrics"]["coverage@5"]
     assert spark.sql(f"SELECT count(*) FROM test.nightly WHERE ds='{DS}'").first()[0] == 16 * 3
 
     again = run_nightly(spark, cfg, DS)

@@ -17,7 +17,9 @@ from recsys.cli import main as cli
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.models import build_model
 from recsys.models.features import load_features
-from recsys.gate import GateError
+from recsys.config import GateConfig
+from recsys.evaluation.job import evaluate
+from recsys.gate import GateError, Verdict, both, decide_exposure
 from recsys.prep.pipeline import prepare
 from recsys.score.job import score
 from recsys.score import writer
@@ -131,8 +133,9 @@ def snapshot(spark, tmp_path_factory):
     return cfg
 
 
-def artifact(cfg, model: str = "mf", seed: int = 0, metrics: dict | None = None) -> str:
-    """A published artifact with random weights (the real format), as train would write it."""
+def artifact(cfg, model: str = "mf", seed: int = 0, metrics: dict | None = None, init=None) -> str:
+    """A published artifact with random weights (the real format), as train would write it;
+    `init(net)` may then set them."""
     snap = snapshot_path(cfg.paths.root, cfg.dataset, DS)
     info = json.loads(Path(snap, S.COMPLETE_MARKER).read_text())
     spec = {"model": model, "n_users": info["rows"]["user_index"], "n_items": info["rows"]["item_index"],
@@ -146,6 +149,9 @@ def artifact(cfg, model: str = "mf", seed: int = 0, metrics: dict | None = None)
     net = build_model(spec, users, items)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.5)
+    if init is not None:
+        with torch.no_grad():
+            init(net)
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     version = f"{DS}_{model}{seed}_{next(VERSIONS)}"
@@ -421,3 +427,84 @@ def test_gate_refuses_worse_than_popularity_or_the_published_model(spark, snapsh
     m = score(spark, cfg, DS, force=True)
     assert m["forced"] and not m["gate"]["passed"] and m["gate"]["published_model"] == 0.5
     assert len(table(spark, "gated")) == 14 * N
+
+
+# --- the exposure bounds of the gate ---------------------------------------------------------
+
+def test_exposure_bounds_refuse_past_the_bound_and_name_it():
+    tight = GateConfig(max_coverage_drop=0.1, max_gini_increase=0.25)  # at K=10 (ndcg@10)
+    published = {"coverage@10": 0.40, "gini@10": 0.50, "novelty@10": 9.0}
+    v = decide_exposure(tight, {"coverage@10": 0.40, "gini@10": 0.875}, published)
+    assert not v.passed
+    assert v.message == ("model gini@10 0.8750 is more than 0.25 above the published model's "
+                         "0.5000 (score.gate.max_gini_increase 0.25)")
+    v = decide_exposure(tight, {"coverage@10": 0.30, "gini@10": 0.50}, published)
+    assert not v.passed
+    assert v.message == ("model coverage@10 0.3000 is more than 10% below the published model's "
+                         "0.4000 (score.gate.max_coverage_drop 0.1)")
+    assert v.numbers["model"] == {"coverage@10": 0.30, "gini@10": 0.50}
+    assert v.numbers["published_model"] == {"coverage@10": 0.40, "gini@10": 0.50}
+    # At the bound passes (0.5 + 0.25 is exact in binary); coverage above 0.4 * 0.9 passes
+    v = decide_exposure(tight, {"coverage@10": 0.361, "gini@10": 0.75}, published)
+    assert v.passed and v.message == "coverage@10 0.3610 vs published 0.4000, gini@10 0.7500 vs published 0.5000"
+    loose = GateConfig(max_gini_increase=0.5)  # coverage bound off: its drop is not looked at
+    assert decide_exposure(loose, {"coverage@10": 0.01, "gini@10": 0.875}, published).passed
+
+
+def test_exposure_bounds_without_numbers():
+    gate = GateConfig(metric="ndcg@5", max_gini_increase=0.01)
+    mine = {"coverage@5": 0.2, "gini@5": 0.9}
+    v = decide_exposure(gate, mine, None)  # nothing published yet, or never evaluated
+    assert v.passed and v.message == "score.gate.max_gini_increase 0.01 not checked: no published model's exposure numbers"
+    v = decide_exposure(gate, None, {"coverage@5": 0.2, "gini@5": 0.5})
+    assert not v.passed and v.message.startswith("score.gate.max_gini_increase 0.01 set, and the model "
+                                                 "has no gini@5 from the evaluate job")
+    accuracy_failed = Verdict(False, "model ndcg@5 0.1000 does not beat popularity", {"metric": "ndcg@5"})
+    combined = both(accuracy_failed, v)
+    assert not combined.passed and combined.message == accuracy_failed.message
+    assert combined.numbers["metric"] == "ndcg@5" and "exposure" in combined.numbers
+
+
+def test_gate_refuses_a_model_that_concentrates_exposure(spark, snapshot):
+    """Real evaluate runs measure each model's lists; the score job compares the candidate's
+    with the published model's (found through its version) and names the bound it breaks."""
+    settings = ["score.gate.enabled=true", "score.gate.metric=ndcg@3", "evaluate.ks=[3]",
+                "evaluate.als.enabled=false", "evaluate.category_column=category"]
+    passing = {"ndcg@3": 0.5, "popularity": {"ndcg@3": 0.2}}  # the accuracy check is tested apart
+    cfg = with_table(snapshot, "exposure", *settings, "score.gate.max_gini_increase=0.01")
+    root = Path(cfg.paths.root)
+    spread = artifact(snapshot, "mf", seed=4, metrics=passing)  # random: lists differ per user
+    evaluate(spark, cfg, DS)
+    m = score(spark, cfg, "2026-11-23")  # nothing published yet: the bound has nothing to compare
+    assert m["gate"]["passed"] and "not checked" in m["gate"]["message"]
+
+    def one_ranking(net):  # every user the same order of items: exposure on a few
+        net.user.weight.zero_()
+        net.item.weight.zero_()
+        net.item_bias.weight.copy_(-torch.arange(net.item_bias.weight.shape[0], dtype=torch.float32)[:, None])
+
+    same = artifact(snapshot, "mf", seed=5, metrics=passing, init=one_ranking)
+    evaluate(spark, cfg, DS)
+    report = json.loads((root / "reports" / DS / "evaluate.json").read_text())
+    assert report["published"]["version"] == spread  # beside the model in the report
+    assert set(report["beyond_accuracy_by_version"]) >= {spread, same}  # both kept on this ds
+    page = (root / "reports" / DS / "index.html").read_text()
+    assert f"published model {spread}" in page and "exposure_by_decile.png" in page
+    mine, theirs = report["model"]["beyond_accuracy"], report["published"]["beyond_accuracy"]
+    assert mine["gini@3"] > theirs["gini@3"] + 0.05 and mine["coverage@3"] < theirs["coverage@3"]
+    assert 0 <= mine["diversity@3"] <= 1 and "diversity@3" in page  # by the items' category
+
+    with pytest.raises(GateError, match=rf"model gini@3 {mine['gini@3']:.4f} is more than 0.01 above "
+                                        rf"the published model's {theirs['gini@3']:.4f} "
+                                        r"\(score.gate.max_gini_increase 0.01\)"):
+        score(spark, cfg, "2026-11-25")
+    coverage = with_table(snapshot, "exposure", *settings, "score.gate.max_coverage_drop=0.01")
+    with pytest.raises(GateError, match=r"is more than 1% below the published model's .*"
+                                        r"\(score.gate.max_coverage_drop 0.01\)"):
+        score(spark, coverage, "2026-11-25")
+    assert [r[0] for r in spark.sql("SHOW PARTITIONS test.exposure").collect()] == ["ds=2026-11-23"]
+    loose = with_table(snapshot, "exposure", *settings, "score.gate.max_gini_increase=1.0",
+                       "score.gate.max_coverage_drop=1.0")
+    m = score(spark, loose, "2026-11-25")
+    assert m["gate"]["passed"] and f"gini@3 {mine['gini@3']:.4f} vs published" in m["gate"]["message"]
+    assert m["gate"]["exposure"]["published_model"]["gini@3"] == theirs["gini@3"]

@@ -1,4 +1,5 @@
-"""The HTML report an operator reads after the nightly evaluation: a metrics table and four plots.
+"""The HTML report an operator reads after the nightly evaluation: a metrics table, a
+beyond-accuracy table (exposure, novelty, diversity: `recsys/ranking/exposure.py`) and the plots.
 
 Plots are drawn with matplotlib's object-oriented API (`matplotlib.figure.Figure`, rendered by
 Agg on save), so no pyplot state or global backend is touched. Files go through `recsys.fsio`,
@@ -21,6 +22,12 @@ from recsys import fsio
 _ORDER = ("ndcg", "recall", "precision", "map", "hit_rate", "coverage", "popularity_percentile")
 # Rows where the lowest value is the best (less popularity bias); every other row: highest.
 _LOWER_IS_BETTER = {"popularity_percentile"}
+# The beyond-accuracy rows, in order, each with which way is the spread-out, long-tail one.
+_BEYOND = {"coverage": "↑ more of the catalogue shown",
+           "gini": "↓ exposure spread more evenly",
+           "top1pct_exposure": "↓ less exposure on the top 1% of items",
+           "novelty": "↑ less popular items (bits)",
+           "diversity": "↑ more varied categories within a list"}
 
 
 def _num(value) -> float | None:
@@ -170,6 +177,61 @@ def _table(columns: list[tuple[str, dict]]) -> str:
     return "\n".join(out)
 
 
+def _beyond_columns(results: dict) -> list[tuple[str, dict]]:
+    """(label, beyond-accuracy numbers) of the model, each baseline measured, and the
+    published model (its own evaluation's numbers), where there are any."""
+    model = results.get("model", {})
+    out = [(f"{model.get('name', 'model')} (model)", model.get("beyond_accuracy"))]
+    out += [(name, base.get("beyond_accuracy")) for name, base in results.get("baselines", {}).items()]
+    published = results.get("published")
+    if published:
+        out.append((f"published model {published.get('version', '?')}", published.get("beyond_accuracy")))
+    return [(label, numbers) for label, numbers in out if numbers]
+
+
+def _cutoffs(keys) -> list[int]:
+    """The Ks of the `name@K` keys, ascending."""
+    return sorted({k for _, k, _ in _at_keys(dict.fromkeys(keys, 0))})
+
+
+def _beyond_table(columns: list[tuple[str, dict]]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(label)}</th>" for label, _ in columns)
+    out = [f"<table><thead><tr><th>measure</th>{head}<th>direction</th></tr></thead><tbody>"]
+    keys = {key for _, numbers in columns for key in numbers}
+    for k in _cutoffs(keys):
+        for name, reads in _BEYOND.items():
+            key = f"{name}@{k}"
+            if key not in keys:
+                continue
+            cells = "".join(f"<td>{_fmt(numbers.get(key))}</td>" for _, numbers in columns)
+            out.append(f"<tr><td>{esc(key)}</td>{cells}<td>{esc(reads)}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _plot_exposure(columns: list[tuple[str, dict]], k: int) -> Figure:
+    """Grouped bars: the share of recommendation slots per item-popularity decile, per column."""
+    ax = Figure(figsize=(10, 4.5), layout="constrained").subplots()
+    key = f"exposure_by_decile@{k}"
+    drawn = [(label, numbers[key]) for label, numbers in columns if numbers.get(key)]
+    if drawn:
+        x = np.arange(1, len(drawn[0][1]) + 1)
+        width = 0.8 / len(drawn)
+        for j, (label, shares) in enumerate(drawn):
+            ax.bar(x + (j - (len(drawn) - 1) / 2) * width, [_nan(v) for v in shares], width, label=label)
+        ax.axhline(1 / len(x), color="black", ls="--", lw=1, label="equal exposure")
+        ax.set_xticks(x, [f"{i}" for i in x])
+        ax.set(xlabel="item-popularity decile (1: least popular tenth of the catalogue, "
+                      f"{len(x)}: most popular)", ylabel="share of recommendation slots")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small")
+    else:
+        _no_data(ax, "no exposure numbers")
+    ax.set_title(f"Exposure by item-popularity decile (top {k})")
+    return ax.figure
+
+
 def _leaderboard_rows(board: list[dict]) -> tuple[str, list[dict]]:
     """(the metric the night chose by, the measured rows best first); skipped ones apart."""
     metric = next((k for r in board for k in r if k.startswith("ndcg@") and not k.endswith("_se")), "ndcg@10")
@@ -222,7 +284,25 @@ _CAPTIONS = {
     "leaderboard.png": "The night's candidates and blends on the validation rows (green: published).",
     "popularity.png": "Cumulative distribution of item popularity: recommended slots against "
                       "the whole catalogue.",
+    "exposure_by_decile.png": "Share of the recommendation slots that go to each tenth of the "
+                              "catalogue by training popularity (the dashed line: every tenth "
+                              "shown equally); the published model as its own evaluation measured it.",
 }
+
+_BEYOND_NOTE = (
+    "Measured on the same lists as the metrics above. coverage: share of the catalogue in "
+    "anyone's list; gini: Gini coefficient of the slots each catalogue item gets (0: every item "
+    "equally, (n-1)/n: all on one; unrecommended items count as 0); top1pct_exposure: share of "
+    "the slots on the 1% most shown items; novelty: mean -log2 of a recommended item's share of "
+    "training interactions, in bits; diversity (where the items have a category column): mean "
+    "cosine distance between the category sets of a list's pairs of items, with one category per "
+    "item the share of pairs in different categories. The published model's column is from its "
+    "own evaluation (the validation users of the night it was trained).")
+
+
+def _figure(name: str) -> str:
+    return (f'<figure><img src="{name}" alt="{name}"><figcaption>{html.escape(_CAPTIONS[name])}'
+            "</figcaption></figure>")
 
 
 def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
@@ -232,7 +312,9 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
     recsys.fsio.write_bytes); return {name: path} of what was written.
 
     Keys are the file names ('metrics.png', ..., 'index.html'; the page last, once every image
-    it links exists). Baselines with a 'skipped' reason are listed, not plotted.
+    it links exists). Baselines with a 'skipped' reason are listed, not plotted. Where
+    `results` carries beyond-accuracy numbers (each column's 'beyond_accuracy', the published
+    model's under 'published'), their table and 'exposure_by_decile.png'.
     """
     esc = html.escape
     model = results.get("model", {})
@@ -245,9 +327,12 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
             columns.append((name, base["metrics"]))
 
     board = results.get("leaderboard") or []
+    beyond = _beyond_columns(results)
+    k = _cutoffs(beyond[0][1])[0] if beyond else None  # the plot: the first K, as the others
     figures = {**({"leaderboard.png": _plot_leaderboard(board)} if board else {}),
                "training_curves.png": _plot_training(history or []),
                "metrics.png": _plot_metrics(columns),
+               **({"exposure_by_decile.png": _plot_exposure(beyond, k)} if k is not None else {}),
                "score_distribution.png": _plot_scores(score_sample),
                "popularity.png": _plot_popularity(recommended_popularity, catalogue_popularity)}
     written = {name: out_dir.rstrip("/") + "/" + name for name in [*figures, "index.html"]}
@@ -263,8 +348,10 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
         summary += (f" · gate <span class=\"{'pass' if ok else 'fail'}\">"
                     f"{'PASSED' if ok else 'FAILED'}</span> {esc(str(gate.get('message', '')))}")
     skip_html = "".join(f"<li><b>{esc(str(n))}</b>: {esc(str(r))}</li>" for n, r in skipped)
-    figs = "\n".join(f'<figure><img src="{n}" alt="{n}"><figcaption>{esc(_CAPTIONS[n])}'
-                     "</figcaption></figure>" for n in figures)
+    exposure_fig = "exposure_by_decile.png"  # beside its table, not among the other plots
+    figs = "\n".join(_figure(n) for n in figures if n != exposure_fig)
+    beyond_html = (f"<h2>Beyond accuracy</h2>\n{_beyond_table(beyond)}\n<p>{esc(_BEYOND_NOTE)}</p>\n"
+                   f"{_figure(exposure_fig)}" if beyond else "")
     title = esc(f"recsys evaluation — {ds}")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
@@ -274,6 +361,7 @@ def write_report(out_dir: str, ds: str, results: dict, history: list[dict],
 {_table(columns)}
 <p>Bold: the best value of the row (↓: lower is better, i.e. less popularity bias).</p>
 {f"<h3>Skipped baselines</h3><ul>{skip_html}</ul>" if skipped else ""}
+{beyond_html}
 {f"<h2>Leaderboard</h2><p>How the night chose: every candidate and blend on the validation rows (first-fit weights), the metric the gate uses.</p>{_leaderboard_table(board)}" if board else ""}
 <h2>Plots</h2>
 {figs}

@@ -3,10 +3,15 @@
 The user's training items are excluded from the ranking, as they are when recommendations are
 published, and every metric of `metrics.METRICS` is computed at each K, plus:
 
-- coverage@K: the share of the catalogue that appears in at least one evaluated user's top K;
+- coverage@K: the share of the catalogue that appears in at least one evaluated user's top K
+  (slots a user could not fill, having seen nearly every item, are empty, not items);
 - popularity_percentile@K: the mean popularity percentile of recommended items (0 = the least
   popular item, 100 = the most; the share of items strictly less popular), a popularity-bias
   measure: the popularity baseline scores close to 100.
+
+The lists themselves are not kept (unless `collect`): per K, the evaluation leaves the slots
+each item got (`exposure`) and, with item categories, the intra-list diversity, the inputs of
+the beyond-accuracy numbers of `exposure.summary`.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recsys.ranking.exposure import category_sets, exposure_counts, intra_list_diversity
 from recsys.ranking.metrics import METRICS
 from recsys.ranking.topk import exclude_, ragged_mask, take_ragged, top_k
 
@@ -63,13 +69,14 @@ class Evaluator:
 
     Args: valid_* and train_* are parallel arrays of dense ids; n_items the catalogue size;
     ks the cut-offs; max_users caps the users scored (a sample fixed by `seed`); popularity
-    (training interactions per item) enables the popularity-bias metric.
+    (training interactions per item) enables the popularity-bias metric; categories ([n_items]
+    or [n_items, M] codes, 0: none) the intra-list diversity.
     """
 
     def __init__(self, valid_users: np.ndarray, valid_items: np.ndarray, train_users: np.ndarray,
                  train_items: np.ndarray, n_items: int, ks: tuple[int, ...] = (10,),
                  max_users: int | None = None, seed: int = 0, popularity: np.ndarray | None = None,
-                 batch_cells: int = 20_000_000):
+                 categories: np.ndarray | None = None, batch_cells: int = 20_000_000):
         users = np.unique(valid_users)
         if max_users is not None and len(users) > max_users:
             users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
@@ -81,10 +88,13 @@ class Evaluator:
         self.seen = Csr(train_users, train_items, n_users)
         self.percentile = None if popularity is None else torch.as_tensor(
             popularity_percentile(popularity.astype(np.float64)))
+        self.categories = None if categories is None else category_sets(categories)
         self.batch = max(1, batch_cells // max(1, n_items))
         self.standard_errors: dict[str, float] = {}  # of the last evaluation's per-user metrics
         self.top_items: np.ndarray | None = None  # the last evaluation's top-K lists (collect=True)
         self.top_scores: np.ndarray | None = None
+        self.exposure: dict[int, np.ndarray] = {}  # the last evaluation's slots per item, per K
+        self.diversity: dict[int, float] = {}  # ... its mean intra-list diversity (categories)
 
     @torch.no_grad()
     def evaluate(self, score_fn: ScoreFn, device: str | torch.device = "cpu",
@@ -94,7 +104,8 @@ class Evaluator:
         kmax = min(self.ks[-1], self.n_items)
         sums = {f"{m}@{k}": 0.0 for m in METRICS for k in self.ks}
         squares = dict.fromkeys(sums, 0.0)
-        covered = {k: torch.zeros(self.n_items, dtype=torch.bool) for k in self.ks}
+        exposure = {k: np.zeros(self.n_items, np.int64) for k in self.ks}
+        diversity = {k: [0.0, 0] for k in self.ks}  # sum over lists, lists
         pct = {k: 0.0 for k in self.ks}
         tops, top_scores = [], []
         for lo in range(0, len(self.users), self.batch):
@@ -104,17 +115,22 @@ class Evaluator:
             scores = score_fn(torch.as_tensor(users, device=device).long()).to(device)
             if scores._base is not None:
                 scores = scores.clone()
-            _, top = top_k(exclude_(scores, *self.seen.rows(users)), kmax)
+            top_values, top = top_k(exclude_(scores, *self.seen.rows(users)), kmax)
             relevant = self.valid.mask(users, self.n_items).to(device)
             hits = relevant.gather(1, top)
             n_rel = relevant.sum(1)
             top_cpu = top.cpu()
+            lists = torch.where(torch.isfinite(top_values).cpu(), top_cpu, -1).numpy()  # -1: empty slot
             for k in self.ks:
                 for name, fn in METRICS.items():
                     values = fn(hits[:, :k], n_rel)
                     sums[f"{name}@{k}"] += float(values.sum())
                     squares[f"{name}@{k}"] += float((values * values).sum())
-                covered[k][top_cpu[:, :k].reshape(-1)] = True
+                exposure[k] += exposure_counts(lists[:, :k], self.n_items)
+                if self.categories is not None:
+                    d = intra_list_diversity(lists[:, :k], self.categories)
+                    diversity[k][0] += float(np.nansum(d))
+                    diversity[k][1] += int(np.isfinite(d).sum())
                 if self.percentile is not None:
                     pct[k] += float(self.percentile[top_cpu[:, :k]].mean(1).sum())
             if collect:
@@ -127,10 +143,13 @@ class Evaluator:
         self.standard_errors = {key: float(np.sqrt(max(squares[key] / n - out[key] ** 2, 0.0) / max(n - 1, 1)))
                                 for key in sums}
         for k in self.ks:
-            out[f"coverage@{k}"] = float(covered[k].float().mean())
+            out[f"coverage@{k}"] = float(np.mean(exposure[k] > 0))
             if self.percentile is not None:
                 out[f"popularity_percentile@{k}"] = pct[k] / n
         out["users"] = len(self.users)
+        self.exposure = exposure
+        self.diversity = ({k: total / count if count else float("nan")
+                           for k, (total, count) in diversity.items()} if self.categories is not None else {})
         if collect and tops:
             self.top_items, self.top_scores = np.concatenate(tops), np.concatenate(top_scores)
         return out
