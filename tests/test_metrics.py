@@ -205,3 +205,15 @@ def test_item_categories_from_each_kind_of_items_column(tmp_path):
                                                      r"categorical, multi-valued or multi-hot column .*"
                                                      r"\(those are: category, genres, flags\)"):
             item_categories(str(items), column, key)
+
+
+def test_a_tables_exposure_from_its_histogram_equals_the_item_by_item_numbers():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 150, 1000):
+        slots = rng.integers(0, 6, n) * rng.integers(0, 2, n)
+        slots[0] = 3  # at least one item shown
+        values, items = np.unique(slots[slots > 0], return_counts=True)
+        got = exposure.from_histogram(values[::-1], items[::-1], n, 10)  # any order
+        assert got == pytest.approx({"coverage@10": exposure.coverage(slots), "gini@10": exposure.gini(slots),
+                                     "top1pct_exposure@10": exposure.top_share(slots)})
+

@@ -23,6 +23,7 @@ from recsys.gate import GateError, Verdict, both, decide_exposure
 from recsys.prep.pipeline import prepare
 from recsys.score.job import score
 from recsys.score import writer
+from recsys.ranking import exposure
 from recsys.ranking.topk import cap_per_category, group_ragged, ragged_mask, top_k, top_n
 from recsys.snapshot import snapshot_path
 from recsys.storage import Storage
@@ -217,6 +218,12 @@ def test_exact_top_n_seen_excluded_and_cold_users_get_popular(spark, snapshot):
     assert (got.model_version == version).all()
     assert m["counts"]["users_by_source"] == {"model": 12, "popular": 2}
     assert m["counts"]["rows_written"] == len(got) == 14 * N
+    # The whole table's exposure, from every row (15 catalogue items, some never shown).
+    slots = got.item_id.value_counts().reindex([f"i{i}" for i in range(15)], fill_value=0).to_numpy()
+    assert (slots == 0).any()
+    assert m["table_exposure"] == pytest.approx({f"coverage@{N}": exposure.coverage(slots),
+                                                 f"gini@{N}": exposure.gini(slots),
+                                                 f"top1pct_exposure@{N}": exposure.top_share(slots)})
 
 
 def histories(cfg) -> dict[str, list[str]]:

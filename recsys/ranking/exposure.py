@@ -139,6 +139,28 @@ def intra_list_diversity(lists: np.ndarray, categories: np.ndarray,
     return out
 
 
+def from_histogram(values: np.ndarray, items: np.ndarray, n_items: int, k: int) -> dict:
+    """coverage, gini and top1pct_exposure (as in `summary`) of a whole table from its
+    histogram: `items[j]` catalogue items got `values[j]` > 0 slots each; the other items of
+    the `n_items` got none. The cost follows the number of distinct slot counts, not the
+    catalogue (the score job measures every user's list this way)."""
+    v = np.asarray(values, dtype=np.float64)
+    c = np.asarray(items, dtype=np.float64)
+    order = np.argsort(v)
+    v, c = v[order], c[order]
+    total = float(np.dot(v, c))
+    zeros = n_items - c.sum()
+    if n_items <= 0 or total == 0:
+        return {f"coverage@{k}": None, f"gini@{k}": None, f"top1pct_exposure@{k}": None}
+    before = zeros + np.concatenate([[0.0], np.cumsum(c)[:-1]])  # items ranked below each group
+    # Σ over a group's ranks a+1..a+c of (2i - n - 1) is c (2a + c - n)
+    g = float(np.dot(v * c, 2 * before + c - n_items)) / (n_items * total)
+    top = max(1, math.ceil(TOP_SHARE * n_items))
+    taken = np.minimum(c[::-1], np.maximum(top - np.concatenate([[0.0], np.cumsum(c[::-1])[:-1]]), 0))
+    return {f"coverage@{k}": _value(c.sum() / n_items), f"gini@{k}": _value(g),
+            f"top1pct_exposure@{k}": _value(float(np.dot(taken, v[::-1])) / total)}
+
+
 def _value(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 

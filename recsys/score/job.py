@@ -23,6 +23,7 @@ from recsys.errors import MissingColumnError
 from recsys.manifest import Manifest
 from recsys.models import history_length, history_only, reads_history
 from recsys.models.features import FeatureTable
+from recsys.ranking import exposure
 from recsys.ranking.topk import CAP_HEADROOM, cap_per_category
 from recsys.score import writer
 from recsys.score.reasons import REASONS
@@ -155,6 +156,17 @@ def users_to_score(spark: SparkSession, cfg: Config, snap: snapshot.Snapshot, ha
     return rows.repartition(parts, S.USER_IDX)
 
 
+def table_exposure(spark: SparkSession, table: str, ds: str, n_items: int, top_n: int) -> dict:
+    """Coverage and exposure concentration of the whole published partition (every user's
+    list, not the evaluation's sample): slots per item, then a histogram of those counts, the
+    only thing collected (its size is the number of distinct counts, not the catalogue)."""
+    per_item = spark.table(table).where(F.col("ds") == ds).groupBy(S.ITEM_ID).count()
+    hist = per_item.groupBy("count").agg(F.count(F.lit(1)).alias("items")).collect()
+    values = np.array([r["count"] for r in hist], np.int64)
+    items = np.array([r["items"] for r in hist], np.int64)
+    return exposure.from_histogram(values, items, n_items, top_n)
+
+
 def _partitions(spark: SparkSession, n_users: int, n_pairs: int) -> int:
     """At least one task per core; at most 50k users and 5M history rows per task (a Python
     worker holds its task's input)."""
@@ -252,6 +264,8 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         n_users = sum(by_source.values())
         with m.timed("retention"):
             dropped = warehouse.drop_expired(spark, s.table, ds, s.retention_days)
+        with m.timed("exposure"):  # what the catalogue owner asks first, of the table as published
+            m.data["table_exposure"] = table_exposure(spark, s.table, ds, len(plan.item_ids), s.top_n)
         erasure = None
         if erased is not None:  # the retained partitions, each rewritten without them
             with m.timed("erase"):
