@@ -99,9 +99,9 @@ def test_commit_publishes_only_the_accepted_attempts(spark, tmp_path):
     for name in ("part-00000-7.parquet", "part-00001-8.parquet", "part-00001-5.parquet"):
         (attempts / name).write_bytes(name.encode())  # -5: a failed first attempt of task 1
     summaries = [{"file": "part-00000-7.parquet", "part": 0, "rows": 3, "users_model": 1,
-                  "users_features": 0, "users_popular": 0},
+                  "users_features": 0, "users_popular": 0, "users_opted_out": 0},
                  {"file": "part-00001-8.parquet", "part": 1, "rows": 4, "users_model": 1,
-                  "users_features": 0, "users_popular": 1}]
+                  "users_features": 0, "users_popular": 1, "users_opted_out": 0}]
     got = writer.commit_files(Storage(spark), str(run), summaries)
     assert got == {"files": 2, "rows": 7, "users_by_source": {"model": 2, "popular": 1}}
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == \
