@@ -434,6 +434,11 @@ def test_gate_refuses_worse_than_popularity_or_the_published_model(spark, snapsh
     m = score(spark, cfg, DS, force=True)
     assert m["forced"] and not m["gate"]["passed"] and m["gate"]["published_model"] == 0.5
     assert len(table(spark, "gated")) == 14 * N
+    artifact(snapshot, "mf", seed=4, metrics={})  # nothing measured: refused, unless forced
+    with pytest.raises(GateError, match="no ndcg@10 for model .* run evaluate for ds=2026-11-24"):
+        score(spark, cfg, DS)
+    m = score(spark, cfg, DS, force=True)
+    assert m["forced"] and not m["gate"]["passed"] and "run evaluate" in m["gate"]["message"]
 
 
 # --- the exposure bounds of the gate ---------------------------------------------------------

@@ -234,7 +234,12 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
                 snapshot.check_id_maps(spark, artifact.data, artifact.version)
                 published_version = published.result() if published is not None else None
             if s.gate.enabled:
-                verdict = gate.check(root, ds, s.gate, artifact, published_version)
+                try:
+                    verdict = gate.check(root, ds, s.gate, artifact, published_version)
+                except gate.GateError as exc:  # nothing to judge by: --force still publishes
+                    if not force:
+                        raise
+                    verdict = gate.Verdict(False, str(exc))
                 m.data["gate"] = {"passed": verdict.passed, "message": verdict.message, **verdict.numbers}
                 if not verdict.passed and not force:
                     raise gate.GateError(f"not published: {verdict.message}; the table keeps its "
@@ -264,8 +269,9 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
         n_users = sum(by_source.values())
         with m.timed("retention"):
             dropped = warehouse.drop_expired(spark, s.table, ds, s.retention_days)
-        with m.timed("exposure"):  # what the catalogue owner asks first, of the table as published
-            m.data["table_exposure"] = table_exposure(spark, s.table, ds, len(plan.item_ids), s.top_n)
+        if s.table_exposure:  # what the catalogue owner asks first, of the table as published
+            with m.timed("exposure"):
+                m.data["table_exposure"] = table_exposure(spark, s.table, ds, len(plan.item_ids), s.top_n)
         erasure = None
         if erased is not None:  # the retained partitions, each rewritten without them
             with m.timed("erase"):
