@@ -24,12 +24,11 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys import fsio
+from recsys import fsio, warehouse
 from recsys import schema as S
 from recsys.artifacts import LATEST, versions
 from recsys.config import UserListConfig
-from recsys.errors import MissingColumnError
-from recsys.sources import read_source
+from recsys.sources import read_list
 from recsys.storage import Storage, join, normal_path
 
 log = logging.getLogger("recsys.privacy")
@@ -40,11 +39,9 @@ _ID = "_listed_id"
 
 def read_users(spark: SparkSession, cfg: UserListConfig, what: str) -> DataFrame:
     """The listed user ids: one column `user_id` (string, trimmed, distinct, no blanks)."""
-    df = read_source(spark, cfg, all_strings=False, what=what)
-    if cfg.column not in df.columns:
-        raise MissingColumnError(f"{what}: column {cfg.column!r} is missing; it has {', '.join(df.columns)}")
-    ids = F.trim(F.col(cfg.column).cast("string"))
-    return df.select(ids.alias(S.USER_ID)).where(F.col(S.USER_ID) != "").distinct()
+    ids = F.trim(F.col(cfg.column))
+    return read_list(spark, cfg, cfg.column, what).select(ids.alias(S.USER_ID)).where(
+        F.col(S.USER_ID) != "").distinct()
 
 
 def without_users(df: DataFrame, users: DataFrame, column: str) -> DataFrame:
@@ -133,7 +130,6 @@ def _purge_models(root: str, snapshots: list[str]) -> tuple[list[str], list[str]
 def erase_from_table(spark: SparkSession, table: str, users: DataFrame) -> dict[str, Any]:
     """Rewrite each partition of `table` that holds a listed user without their rows, and
     publish it in place of the old one (warehouse.publish_partition: atomic per partition)."""
-    from recsys import warehouse
     rows = spark.table(table)
     hit = {r[0]: r[1] for r in rows.join(users, S.USER_ID, "left_semi").groupBy("ds").count().collect()}
     for ds in sorted(hit):

@@ -55,6 +55,15 @@ def read_source(spark: SparkSession, src: SourceConfig, *, all_strings: bool,
     raise ValueError(f"unsupported format {src.format!r} for {what}")
 
 
+def read_list(spark: SparkSession, src: SourceConfig, column: str, what: str) -> DataFrame:
+    """A configured list of ids (a file or a table): its `column` as strings, under that name;
+    a missing column is refused by name (score's item rules, the privacy lists)."""
+    df = read_source(spark, src, all_strings=False, what=what)
+    if column not in df.columns:
+        raise MissingColumnError(f"{what}: column {column!r} is missing; it has {', '.join(df.columns)}")
+    return df.select(F.col(column).cast("string").alias(column))
+
+
 def require_columns(df: DataFrame, columns: dict[str, str | None], what: str) -> None:
     """Fail early, naming the configured key and the missing column."""
     have = set(df.columns)

@@ -29,7 +29,7 @@ from recsys.score import writer
 from recsys.score.reasons import REASONS
 from recsys.score.scorer import (OPTED_OUT, OUTPUT_SCHEMA, POPULAR, SOURCES, Plan, score_and_write,
                                  score_partition)
-from recsys.sources import read_source
+from recsys.sources import read_list
 from recsys.storage import Storage, join, resolve_root
 
 log = logging.getLogger("recsys.score")
@@ -37,10 +37,7 @@ log = logging.getLogger("recsys.score")
 
 def _item_list(spark: SparkSession, cfg: ItemListConfig, item_ids: pd.Series, what: str) -> np.ndarray:
     """[n_items] bool: the catalogue items (`item_ids`, in item_idx order) the list names."""
-    df = read_source(spark, cfg, all_strings=False, what=what)
-    if cfg.column not in df.columns:
-        raise MissingColumnError(f"{what}: column {cfg.column!r} is missing; it has {', '.join(df.columns)}")
-    listed = [r[0] for r in df.select(F.col(cfg.column).cast("string")).distinct().collect()]
+    listed = [r[0] for r in read_list(spark, cfg, cfg.column, what).distinct().collect()]
     return item_ids.isin(listed).to_numpy()
 
 
@@ -254,10 +251,10 @@ def score(spark: SparkSession, cfg: Config, ds: str, *, version: str | None = No
             rows = snap.rows or artifact.data.get("rows", {})  # upper bounds of what is read
             parts = _partitions(spark, rows.get(S.USER_INDEX, artifact.config["model"]["n_users"]),
                                 rows.get(S.TRAIN, 0) + rows.get(S.VALID, 0))
-            # Reasons name one of the user's newest items: the history is read in time order.
             p = cfg.privacy
             erased = privacy.read_users(spark, p.erase, "privacy.erase") if p.erase is not None else None
             opted_out = privacy.read_users(spark, p.opt_out, "privacy.opt_out") if p.opt_out is not None else None
+            # Reasons name one of the user's newest items: the history is read in time order.
             users = users_to_score(spark, cfg, snap, artifact.config["model"]["model"] == "two_tower", parts,
                                    with_time=reads_history(spec) or s.reasons, erased=erased,
                                    opted_out=opted_out)
