@@ -8,7 +8,6 @@ continues from the last one. EASE has a closed form: it is fitted here, not on t
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from recsys.manifest import Manifest
 from recsys.models import DEFAULT_LOSS, HISTORY_MODELS
 from recsys.models.features import FeatureTable, load_features
 from recsys.storage import Storage, join, resolve_root
+from recsys.train import failures
 from recsys.train.fitted import fit_als, fit_ease
 from recsys.train.loop import save_state, train_worker
 from recsys.train.select import select_model
@@ -115,27 +115,16 @@ class TrainingError(RuntimeError):
 def launch(spec: dict[str, Any], num_processes: int, use_gpu: bool, local_mode: bool) -> dict[str, Any]:
     """Run `train_worker` on `num_processes` data-parallel workers; rank 0's result comes back.
 
-    When a worker fails, the job fails with the worker's own error (written by the worker
-    to `<run_dir>/errors/`), not just TorchDistributor's "failed during training".
+    When a worker fails, the job fails with the cause the workers reported (`failures.py`),
+    not just TorchDistributor's "failed during training".
     """
     from pyspark.ml.torch.distributor import TorchDistributor
-    errors = join(spec["run_dir"], "errors")
-    fsio.delete_dir(errors)
+    failures.clear(spec["run_dir"])  # a report left by an earlier attempt is not this one's cause
     distributor = TorchDistributor(num_processes=num_processes, local_mode=local_mode, use_gpu=use_gpu)
     try:
         return distributor.run(train_worker, spec)
     except Exception as exc:
-        found = sorted((json.loads(fsio.read_bytes(join(errors, name))) for name in fsio.listdir(errors)),
-                       key=lambda r: r["time"])
-        silent = sorted(set(range(num_processes)) - {r["rank"] for r in found})
-        if silent:  # a killed worker reports nothing; its peers then report lost connections
-            after = f"; then {found[0]['error'].splitlines()[0][:200]}" if found else ""
-            raise TrainingError(f"training worker rank {', '.join(map(str, silent))} died without "
-                                f"reporting an error (killed, or out of memory?){after}") from exc
-        # The first error is the cause; the others are usually peers losing their connection.
-        cause = found[0]
-        others = f" (then {len(found) - 1} other worker(s) failed)" if len(found) > 1 else ""
-        raise TrainingError(f"training failed in worker rank {cause['rank']}: {cause['error']}{others}") from exc
+        raise TrainingError(failures.explain(spec["run_dir"], num_processes)) from exc
 
 
 def train(spark: SparkSession, cfg: Config, ds: str, *, model: str | None = None,

@@ -14,12 +14,10 @@ checkpoint (in either phase) continues exactly as the uninterrupted run would ha
 from __future__ import annotations
 
 import io
-import json
 import logging
 import resource
 import sys
 import time
-import traceback
 import warnings
 from typing import Any
 
@@ -35,6 +33,7 @@ from recsys.models.features import load_features
 from recsys.models.graph import adjacency
 from recsys.snapshot import read_graph
 from recsys.train import distributed as D
+from recsys.train import failures
 from recsys.train.progress import Progress
 from recsys.train.reader import open_shards, rebatch
 from recsys.train.sparse import GradientExchange, Optimizers, replica_fingerprint
@@ -64,13 +63,12 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     # Petastorm's reader threads use pyarrow 14's legacy API on purpose (see DESIGN.md).
     warnings.filterwarnings("ignore", category=FutureWarning)
     ctx = D.init(spec["use_gpu"])
+    # TorchDistributor reports only that training failed; leave the cause for the driver.
+    failures.watch_for_termination(spec["run_dir"], ctx.rank)
     try:
         return _train(ctx, spec)
     except BaseException as exc:
-        # TorchDistributor reports only that training failed; leave the cause for the driver.
-        report = {"rank": ctx.rank, "time": time.time(), "error": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc()}
-        fsio.write_bytes(f"{spec['run_dir']}/errors/rank-{ctx.rank}.json", json.dumps(report).encode())
+        failures.report_error(spec["run_dir"], ctx.rank, exc)
         raise
     finally:
         D.shutdown(ctx)
