@@ -46,7 +46,7 @@ def test_rating_threshold_end_to_end_without_timestamps(spark, ml100k_without_ti
         tmp_path, f"input.path={ml100k_without_time}", "input.sep=,", "input.header=true", "input.names=[]",
         "input.columns={user: user_id, item: item_id, ts: null, value: rating}", "prepare.split.method=random",
         "prepare.weight.method=rating", "prepare.weight.threshold=3", "score.table=test.no_time",
-        "score.gate.enabled=false", conf="movielens.yaml")
+        "score.gate.enabled=false", "train.max_len=20", conf="movielens.yaml")
     m = prepare(spark, cfg, DS, now=NOW)
     counts = m["counts"]
     assert counts["input_rows"] == 100_000 and counts["rejected"] == 0 and counts["balanced"]
@@ -65,7 +65,9 @@ def test_rating_threshold_end_to_end_without_timestamps(spark, ml100k_without_ti
 
     with pytest.raises(SnapshotError, match="no timestamps"):  # order models refuse it
         train_model(spark, cfg, DS, "sasrec")
-    train_model(spark, cfg, DS, "ease")
+    # the newest 20 items would be an arbitrary 20 without time: ease reads all prepare kept
+    assert train_model(spark, cfg, DS, "ease")["counts"]["max_len"] == {
+        "configured": 20, "used": marker["history_len"], "why": "no timestamps"}
     cfg.train.model = "ease"
     score(spark, cfg, DS)
     table = spark.sql(f"SELECT user_id, item_id FROM test.no_time WHERE ds = '{DS}'").toPandas()
