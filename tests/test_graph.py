@@ -49,3 +49,25 @@ def test_propagation_is_the_mean_of_the_layers_and_the_artifact_scores_without_t
     loaded.eval()
     torch.testing.assert_close(loaded.score_all(torch.arange(3), 4), live)
     torch.testing.assert_close(live, want[:3] @ want[3:].T)
+
+
+def test_l2_penalises_the_layer0_rows_of_the_batch_only():
+    from recsys.train.losses import LOSSES
+    from recsys.train.objectives import PairObjective
+    spec = {"model": "lightgcn", "n_users": 3, "n_items": 4, "dim": 5, "layers": 2}
+    users, items = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 3])
+    batch_users, batch_items = torch.tensor([0, 1]), torch.tensor([[1, 2], [0, 3]])
+
+    def grad(l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(spec)
+        model.set_graph(adjacency(users, items, np.full(4, 0.5, np.float32), 3, 4))
+        model.train()
+        PairObjective(model, LOSSES["bpr"], l2=l2)(batch_users, batch_items, torch.ones(2)).backward()
+        return model.node.weight.grad.to_dense(), model.node.weight.detach()
+
+    (with_l2, e), (without, _) = grad(0.5), grad(0.0)
+    want = torch.zeros_like(e)
+    rows = [0, 1, 3 + 1, 3 + 0]  # the batch's users and their positives
+    want[rows] = 0.5 * 2 * e[rows] / 2  # d/de of l2 * mean over the batch's rows of |e|^2
+    torch.testing.assert_close(with_l2 - without, want)  # nothing on u2, i2, i3 (neighbours, negatives)

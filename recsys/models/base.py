@@ -66,6 +66,12 @@ class Recommender(nn.Module):
     def item_vectors(self, items: Tensor) -> Tensor:  # [N] -> [N, d]
         raise NotImplementedError(f"{type(self).__name__} is not factorised")
 
+    def penalised(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """The rows `train.l2` penalises for a batch's users [B] and items [B]: by default the
+        vectors that score them; a model whose scoring vectors are computed from free rows
+        (LightGCN) penalises those rows instead."""
+        return self.user_vectors(users), self.item_vectors(items)
+
     def query_vectors(self, users: Tensor, seq: Tensor | None) -> Tensor:
         """The user side of a factorised model: from `seq` for a history model, else by id."""
         return self.history_vectors(seq) if self.uses_history else self.user_vectors(users)

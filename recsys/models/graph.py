@@ -91,3 +91,10 @@ class LightGCN(Recommender):
 
     def item_vectors(self, items: Tensor) -> Tensor:
         return self.propagate()[self.n_users + items] if self._live() else self.item_out[items]
+
+    def penalised(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer-0 rows of the batch's users and items, as the paper regularises: penalising
+        the propagated means would pull every neighbour's row, not the batch's. Indexed from the
+        weight (not looked up), so its gradient is dense like the propagation's."""
+        weight = self.node.weight
+        return weight[users], weight[self.n_users + items]

@@ -77,8 +77,7 @@ class PairObjective(nn.Module):
             scores = self.model(users, items)
             loss = self.loss(scores[:, 0], scores[:, 1:], weight)
         if self.l2 > 0 and self.model.factorised:  # per occurrence, as ALS-WR weighs its penalty
-            u = self.model.user_vectors(users)
-            i = self.model.item_vectors(items[:, 0])
+            u, i = self.model.penalised(users, items[:, 0])
             loss = loss + self.l2 * _weighted_mean((u * u).sum(1) + (i * i).sum(1), weight)
         return loss
 
