@@ -161,7 +161,9 @@ PER_MODEL: dict[str, dict[str, Any]] = {
                "epochs": 100, "patience": 10},
     "gru4rec": {"dim": 128, "dropout": 0.3, "lr": 0.002, "max_len": 100, "weight_decay": 0.0,
                 "blocks": 1, "epochs": 100, "patience": 10},
-    "multvae": {"lr": 0.001, "weight_decay": 0.0, "epochs": 400, "patience": 50},
+    # multvae: its newest 20 items (validation NDCG@10 0.151, against 0.149 for 30, 0.148 for 10,
+    # 0.141 for 50 and 0.133 for 200; README, quality).
+    "multvae": {"lr": 0.001, "weight_decay": 0.0, "epochs": 400, "patience": 50, "max_len": 20},
 }
 
 
@@ -229,6 +231,9 @@ class TrainConfig:
     kl_beta: float = 0.2  # multvae: the KL weight, reached after kl_anneal_epochs
     kl_anneal_epochs: int = 20
     ease_lambdas: list[float] = field(default_factory=lambda: [50.0, 100.0, 250.0, 500.0, 1000.0])
+    # ease: how many of a user's newest items its scores sum over, one chosen on validation with
+    # λ (capped at max_len; without timestamps max_len alone)
+    ease_max_lens: list[int] = field(default_factory=lambda: [10, 20, 50, 200])
     ease_max_items: int = 20000  # ease inverts an items x items matrix: refused above this
     # als: Spark MLlib's implicit ALS (rank train.dim), one setting of the grid chosen on validation.
     als_regs: list[float] = field(default_factory=lambda: [0.1, 1.0])
@@ -540,6 +545,8 @@ def _check_train(t: TrainConfig, model: str) -> None:
                           f"got {t.vae_hidden}")
     if not t.ease_lambdas or min(t.ease_lambdas) <= 0:
         raise ConfigError(f"{key('ease_lambdas')} must list positive values, got {t.ease_lambdas}")
+    if not t.ease_max_lens or min(t.ease_max_lens) < 1:
+        raise ConfigError(f"{key('ease_max_lens')} must list lengths of at least 1, got {t.ease_max_lens}")
     if not t.als_regs or not t.als_alphas or min(t.als_regs + t.als_alphas) <= 0:
         raise ConfigError(f"{key('als_regs')} and {key('als_alphas')} must list positive values")
     if not 0 <= t.vae_dropout < 1:

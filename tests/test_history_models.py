@@ -158,3 +158,24 @@ def test_history_model_inputs_are_checked_before_training(spark, blocks, tmp_pat
     with pytest.raises(SnapshotError, match="sasrec reads users' histories, and the snapshot .* has "
                                             "none .* re-run prepare for ds=2026-11-24"):
         train(spark, make_config(tmp_path, *base), DS, model="sasrec")
+
+
+def test_ease_chooses_how_many_newest_items_to_read_on_validation(spark, tmp_path):
+    """On the cycle log the next item follows the newest ones: summed over a whole history, EASE
+    also favours the item before the walk began; over the newest three, only the next one.
+    Validation must choose three, the artifact carry it, and the table rank the next item first."""
+    rows, nxt = cycle_rows()
+    log = write_csv(tmp_path / "log.csv", "user_id,item_id,ts", rows)
+    cfg = make_config(tmp_path, f"input.path={log}", *COMMON, "train.model=ease", "train.ease_lambdas=[20.0]",
+                      "train.ease_max_lens=[3, 50]", "score.table=test.ease_newest")
+    prepare(spark, cfg, DS, now=NOW)
+    m = train(spark, cfg, DS)
+    artifact = Path(m["outputs"]["artifact"])
+    history = json.loads((artifact / "history.json").read_text())["epochs"]
+    by_len = {h["max_len"]: h["valid_ndcg@5"] for h in history}
+    assert set(by_len) == {3, 8}  # 50 is capped at train.max_len
+    assert by_len[3] > by_len[8] + 0.1, by_len
+    assert json.loads((artifact / "config.json").read_text())["model"]["max_len"] == 3
+    score(spark, cfg, DS)
+    first = published(spark, "ease_newest").query("rank == 1").set_index("user_id")["item_id"]
+    assert sum(first[u] == item(n) for u, n in nxt.items()) >= 0.9 * N_USERS

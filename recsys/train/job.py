@@ -223,7 +223,7 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
     version = new_version(ds)
     with _timed(timings, "publish"):
         path = publish(root, name, version, fsio.read_bytes(join(run_dir, weights)), {
-            "config": {"model": spec["model"], "loss": loss, "train": spec["train"], "refit": refit,
+            "config": {"model": result.get("model", spec["model"]), "loss": loss, "train": spec["train"], "refit": refit,
                        **({"setting": result["setting"]} if "setting" in result else {})},
             "metrics": metrics,
             "history": {"epochs": result["history"], "refit": result.get("refit")},
