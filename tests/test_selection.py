@@ -91,3 +91,16 @@ def test_a_candidate_that_cannot_run_is_skipped_with_its_reason(spark, night, tm
     m = train(spark, small, DS)
     board = {r["name"]: r for r in m["leaderboard"]}
     assert "ease_max_items=5" in board["ease"]["skipped"] and m["outputs"]["model"] == "mf"
+
+
+def test_each_of_the_best_candidates_is_blended_with_every_weaker_one():
+    from recsys.train.select import blend_plans
+    ranked = ["ease", "gru4rec", "sasrec", "als", "mf"]  # best first, as measured on validation
+    plans = blend_plans(ranked, 3, [0.25, 0.75])
+    pairs = {tuple(m) for m, w in plans if len(m) == 2}
+    # the second best's pair with a weaker family (the night's winner when ease led) is measured
+    assert ("gru4rec", "als") in pairs and ("sasrec", "mf") in pairs
+    assert len(pairs) == 4 + 3 + 2 and ("als", "mf") not in pairs  # neither of the best three
+    assert [w for m, w in plans if m == ["gru4rec", "als"]] == [[0.25, 0.75], [0.75, 0.25]]
+    assert [m for m, w in plans if len(m) == 3] == [["ease", "gru4rec", "sasrec"]] * 4
+    assert blend_plans(ranked, 1, [0.5]) == [] and blend_plans(["mf"], 3, [0.5]) == []

@@ -4,8 +4,8 @@ No model family wins on every log. With `train.model` unset, the train step trai
 of `train.candidates` on the same snapshot (as `recsys train --model M` would, refit included),
 measures each one's first-fit weights on the same validation users with the same evaluator
 (the metric the gate uses, with standard errors), then linear blends (per-user standardised
-scores, weights from a small grid, also measured on validation): the best candidate with each
-other one, every pair among the best `train.blend_members`, and mixes of the best three; it
+scores, weights from a small grid, also measured on validation): each of the best
+`train.blend_members` candidates with every weaker one, and mixes of the best three; it
 publishes the best of all as the selection. Only validation rows
 choose. Every `train.select_every` days the whole bake-off runs; on the nights between only the
 winner (or the blend's members) is retrained and the blend keeps its weights.
@@ -16,7 +16,6 @@ on a snapshot without histories) is recorded in the leaderboard with the reason,
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import time
 from datetime import date
@@ -52,6 +51,20 @@ def bakeoff_due(previous: dict[str, Any] | None, ds: str, cfg: Config) -> bool:
 
 def blend_name(names: list[str], weights: list[float]) -> str:
     return "+".join(f"{w:.2f}x{n}" for n, w in zip(names, weights))
+
+
+def blend_plans(ranked: list[str], members: int, weights: list[float]) -> list[tuple[list[str], list[float]]]:
+    """The blends a bake-off measures, from the candidates best first: each of the best `members`
+    with every weaker candidate, at each weight of the stronger one (a weaker model of another
+    family often complements a strong one best, and which strong one is not known until
+    measured), then mixes of the best three."""
+    if members < 2:
+        return []
+    top = ranked[:members]
+    plans = [([a, b], [w, 1 - w]) for i, a in enumerate(top) for b in ranked[i + 1:] for w in weights]
+    if len(top) >= 3:
+        plans += [(top[:3], list(w)) for w in TRIPLES]
+    return plans
 
 
 def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[str, Any]],
@@ -99,14 +112,7 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
     if due:
         ranked = [r["model"] for r in sorted((r for r in leaderboard if "skipped" not in r),
                                              key=lambda r: -r[metric])]
-        top = ranked[: t.blend_members]
-        # Pairs: the best candidate with every other one (a weaker model of another family often
-        # complements it best), and every pair among the top; then mixes of the top three.
-        pairs = [(ranked[0], other) for other in ranked[1:]] if t.blend_members >= 2 else []
-        pairs += [p for p in itertools.combinations(top, 2) if p not in pairs]
-        blends += [([a, b], [w, 1 - w]) for a, b in pairs for w in t.blend_weights]
-        if len(top) >= 3:
-            blends += [(top[:3], list(w)) for w in TRIPLES]
+        blends = blend_plans(ranked, t.blend_members, t.blend_weights)
     elif previous["winner"]["model"] == BLEND and set(previous["winner"]["members"]) <= set(trained):
         blends.append((list(previous["winner"]["members"]), list(previous["winner"]["weights"])))
     for members, weights in blends:
