@@ -24,14 +24,25 @@ BLOCKED_WORKER = textwrap.dedent("""
 """)
 
 
-def test_a_worker_stopped_inside_a_collective_reports_that_the_launcher_stopped_it(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER, str(run_dir), str(tmp_path / "store")],
+def _stop_blocked_worker(run_dir, store) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_WORKER, str(run_dir), str(store)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "waiting"
     time.sleep(1.0)  # inside the rendezvous by now
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+
+
+def test_a_worker_stopped_after_reporting_its_own_error_keeps_that_report(tmp_path):
+    run_dir = tmp_path / "run"
+    _report(run_dir, 0, "RuntimeError", "RuntimeError: Connection reset by peer", at=10.0)
+    _stop_blocked_worker(run_dir, tmp_path / "store")
+    assert json.loads((run_dir / "errors" / "rank-0.json").read_text())["kind"] == "RuntimeError"
+
+
+def test_a_worker_stopped_inside_a_collective_reports_that_the_launcher_stopped_it(tmp_path):
+    run_dir = tmp_path / "run"
+    _stop_blocked_worker(run_dir, tmp_path / "store")
     report = json.loads((run_dir / "errors" / "rank-0.json").read_text())
     assert report["kind"] == failures.TERMINATED and report["rank"] == 0
 
@@ -51,6 +62,7 @@ def test_the_cause_is_the_worker_that_raised_not_the_one_stopped_after_it(tmp_pa
 
 def test_a_worker_that_left_no_report_is_named_as_having_died(tmp_path):
     _report(tmp_path, 0, failures.TERMINATED, "stopped by the launcher", at=11.0)
+    (tmp_path / "errors" / "rank-0.json.tmp-5e1f").write_bytes(b"")  # a write cut short by a stop
     assert failures.explain(str(tmp_path), 2).startswith("training worker rank 1 died without reporting")
     _report(tmp_path, 0, "DistBackendError", "DistBackendError: Connection closed by peer", at=12.0)
     message = failures.explain(str(tmp_path), 2)

@@ -61,8 +61,9 @@ def watch_for_termination(run_dir: str, rank: int) -> None:
         _ = sender  # the wakeup socket must outlive this call: closing it loses the signal
         while signal.SIGTERM not in receiver.recv(64):
             pass
-        try:
-            _write(run_dir, rank, TERMINATED, "stopped by the launcher (SIGTERM) after another worker failed")
+        try:  # a report of the worker's own error, if it wrote one first, is the better one
+            if not fsio.exists(_path(run_dir, rank)):
+                _write(run_dir, rank, TERMINATED, "stopped by the launcher (SIGTERM) after another worker failed")
         finally:
             os._exit(128 + signal.SIGTERM)
 
@@ -72,8 +73,9 @@ def watch_for_termination(run_dir: str, rank: int) -> None:
 def explain(run_dir: str, num_processes: int) -> str:
     """One message naming the failure's cause, from the reports the workers left."""
     errors = f"{run_dir}/errors"
-    reports = sorted((json.loads(fsio.read_bytes(f"{errors}/{name}")) for name in fsio.listdir(errors)),
-                     key=lambda r: r["time"])
+    # Only whole reports: a worker stopped while writing one leaves its temporary file behind.
+    names = [n for n in fsio.listdir(errors) if n.startswith("rank-") and n.endswith(".json")]
+    reports = sorted((json.loads(fsio.read_bytes(f"{errors}/{name}")) for name in names), key=lambda r: r["time"])
     raised = [r for r in reports if r.get("kind") != TERMINATED]
     stopped = len(reports) - len(raised)
     silent = sorted(set(range(num_processes)) - {r["rank"] for r in reports})
