@@ -65,9 +65,12 @@ def test_rating_threshold_end_to_end_without_timestamps(spark, ml100k_without_ti
 
     with pytest.raises(SnapshotError, match="no timestamps"):  # order models refuse it
         train_model(spark, cfg, DS, "sasrec")
-    # the newest 20 items would be an arbitrary 20 without time: ease reads all prepare kept
-    assert train_model(spark, cfg, DS, "ease")["counts"]["max_len"] == {
-        "configured": 20, "used": marker["history_len"], "why": "no timestamps"}
+    # the newest 20 items would be an arbitrary 20 without time: ease reads all prepare kept,
+    # and tries no shorter window
+    ease = train_model(spark, cfg, DS, "ease")
+    assert ease["counts"]["max_len"] == {"configured": 20, "used": marker["history_len"], "why": "no timestamps"}
+    tried = json.loads((Path(ease["outputs"]["artifact"]) / "history.json").read_text())["epochs"]
+    assert {h["max_len"] for h in tried} == {marker["history_len"]}
     cfg.train.model = "ease"
     score(spark, cfg, DS)
     table = spark.sql(f"SELECT user_id, item_id FROM test.no_time WHERE ds = '{DS}'").toPandas()

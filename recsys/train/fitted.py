@@ -10,14 +10,16 @@ with the best validation NDCG@K (the evaluator training uses for every model), t
   interactions; G + λI is inverted on the driver (float64), the catalogue-sized part, which is
   why `train.ease_max_items` caps it. The grid is `train.ease_lambdas` x `train.ease_max_lens`:
   the second is how many of a user's newest items the scores sum over, a scoring-time choice
-  (each λ is inverted once). Where the newest items say the most of what comes next, few of
-  them win: on MovieLens validation chose 20 of up to 200 (README, quality).
+  (each λ is inverted once; on a log without timestamps the train job leaves only `max_len`).
+  Where the newest items say the most of what comes next, few of them win: on MovieLens
+  validation chose 10 of up to 200 (README, quality).
 - ALS: Spark MLlib's implicit ALS on the weights as confidence, the grid
   `train.als_regs` x `train.als_alphas`; its user and item factors are published as an `mf`
   model without biases, so the scorer ranks with them like any factorised model.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Callable
@@ -85,30 +87,23 @@ def _pairs(spark: SparkSession, snap: Snapshot, with_valid: bool) -> DataFrame:
     return df
 
 
-def ease_windows(t: TrainConfig, has_time: bool) -> list[int]:
-    """The history lengths EASE tries: `train.ease_max_lens` up to `train.max_len`; without
-    timestamps only `max_len` (a history's order, and so its newest items, is arbitrary)."""
-    if not has_time:
-        return [t.max_len]
-    return sorted({min(n, t.max_len) for n in t.ease_max_lens})
-
-
 def fit_ease(spark: SparkSession, snap: Snapshot, spec: dict[str, Any], t: TrainConfig) -> dict[str, Any]:
     n_items = spec["model"]["n_items"]
     grams: dict[bool, torch.Tensor] = {}
-    inverted: dict[tuple[float, bool], torch.Tensor] = {}  # one B at a time: it is n_items²
 
-    def fit(setting: dict[str, Any], with_valid: bool) -> Recommender:
+    @functools.lru_cache(maxsize=1)  # one B at a time (it is n_items²): settings run λ by λ
+    def solve(lam: float, with_valid: bool) -> torch.Tensor:
         if with_valid not in grams:
             grams[with_valid] = gram(_pairs(spark, snap, with_valid), n_items)
-        key = (setting["lambda"], with_valid)
-        if key not in inverted:
-            inverted.clear()
-            inverted[key] = ease_from_gram(grams[with_valid], setting["lambda"])
-        return build_model({**spec["model"], "max_len": setting["max_len"]}).set_weights(inverted[key])
+        return ease_from_gram(grams[with_valid], lam)
 
-    settings = [{"lambda": lam, "max_len": n} for lam in t.ease_lambdas for n in ease_windows(t, snap.has_time)]
-    result = _grid_then_refit(spec, t, settings, fit, uses_history=True)
+    def fit(setting: dict[str, Any], with_valid: bool) -> Recommender:
+        model = build_model({**spec["model"], "max_len": setting["max_len"]})
+        return model.set_weights(solve(setting["lambda"], with_valid))
+
+    windows = sorted({min(n, t.max_len) for n in t.ease_max_lens})  # at most what histories hold
+    result = _grid_then_refit(spec, t, [{"lambda": lam, "max_len": n} for lam in t.ease_lambdas for n in windows],
+                              fit, uses_history=True)
     result["model"] = {**spec["model"], "max_len": result["setting"]["max_len"]}  # what is published
     return result
 

@@ -171,13 +171,15 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
         raise SnapshotError(f"{name} learns the order of each user's items, and the snapshot of "
                             f"ds={ds} has no timestamps (input.columns.ts: null): choose a model "
                             "that reads no order (mf, ease, multvae, als, ...)")
-    if name in HISTORY_MODELS and not snap.has_time and snap.history_len and t.max_len < snap.history_len:
-        # Without timestamps a history is in an arbitrary order: its "newest" max_len items would be
-        # an arbitrary subset, so a model reads all that prepare kept.
-        log.info("%s: the snapshot of ds=%s has no timestamps, so max_len %d -> %d (all of each history "
-                 "prepare kept)", name, ds, t.max_len, snap.history_len)
-        counts["max_len"] = {"configured": t.max_len, "used": snap.history_len, "why": "no timestamps"}
-        t = dataclasses.replace(t, max_len=snap.history_len)
+    if name in HISTORY_MODELS and not snap.has_time and snap.history_len:
+        # Without timestamps a history is in an arbitrary order: its "newest" items would be an
+        # arbitrary subset, so a model reads all that prepare kept, and ease tries no shorter window.
+        if t.max_len < snap.history_len:
+            log.info("%s: the snapshot of ds=%s has no timestamps, so max_len %d -> %d (all of each "
+                     "history prepare kept)", name, ds, t.max_len, snap.history_len)
+            counts["max_len"] = {"configured": t.max_len, "used": snap.history_len, "why": "no timestamps"}
+            t = dataclasses.replace(t, max_len=snap.history_len)
+        t = dataclasses.replace(t, ease_max_lens=[t.max_len])
     if name in HISTORY_MODELS:
         counts["histories"] = check_histories(snap, name, t)
     if name == "lightgcn":
@@ -223,7 +225,8 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
     version = new_version(ds)
     with _timed(timings, "publish"):
         path = publish(root, name, version, fsio.read_bytes(join(run_dir, weights)), {
-            "config": {"model": result.get("model", spec["model"]), "loss": loss, "train": spec["train"], "refit": refit,
+            "config": {"model": result.get("model", spec["model"]), "loss": loss, "train": spec["train"],
+                       "refit": refit,
                        **({"setting": result["setting"]} if "setting" in result else {})},
             "metrics": metrics,
             "history": {"epochs": result["history"], "refit": result.get("refit")},
