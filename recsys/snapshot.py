@@ -146,17 +146,22 @@ class Histories:
         return out
 
 
-def right_align(items: np.ndarray, keep: np.ndarray, length: int) -> np.ndarray:
+def right_align(items: np.ndarray, keep: np.ndarray, length: int,
+                skip: np.ndarray | None = None) -> np.ndarray:
     """The kept entries of each row of `items` [n, H] (in order), the newest `length` of them,
     right-aligned in [n, length] and padded on the left with -1. Used to drop the validation
-    rows from a history for the first fit, and to cut a history to a model's length."""
+    rows from a history for the first fit, and to cut a history to a model's length.
+    `skip` [n]: leave out each row's newest skip[i] kept entries first (an older window)."""
     keep = keep & (items >= 0)
     from_end = np.cumsum(keep[:, ::-1], axis=1)[:, ::-1]  # kept entries at or after each one
-    take = keep & (from_end <= length)
+    if skip is not None:
+        from_end = from_end - skip[:, None]
+    take = keep & (from_end >= 1) & (from_end <= length)
     rows, cols = np.nonzero(take)
     out = np.full((len(items), length), -1, np.int64)
     out[rows, length - from_end[rows, cols]] = items[rows, cols]
     return out
+
 
 
 def read_histories(path: str, length: int, *, include_valid: bool,

@@ -4,13 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from recsys import schema as S
-from recsys.config import load_config
+from recsys.config import TrainConfig, load_config
 from recsys.errors import ConfigError
+from recsys.models import build_model
 from recsys.prep.pipeline import prepare
 from recsys.ranking.topk import ragged_tail
 from recsys.snapshot import Histories, read_histories, right_align, snapshot_path
+from recsys.train.tasks import SetTask, random_skips
 
 from conftest import CONF, NOW, make_config, write_csv
 
@@ -22,6 +25,33 @@ def test_right_align_keeps_the_newest_kept_entries_in_order():
     keep = np.array([[1, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]], bool)
     assert right_align(items, keep, 4).tolist() == [[-1, 3, 4, 6], [3, 4, 5, 6], [-1, -1, -1, -1]]
     assert right_align(items, keep, 8)[1].tolist() == [-1, -1, 1, 2, 3, 4, 5, 6]
+
+
+def test_a_training_window_can_end_before_the_newest_item_and_never_reads_validation_rows():
+    items = np.array([[1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, 7, 8]])
+    keep = np.array([[1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1]], bool)  # item 4 is a validation row
+    assert right_align(items, keep, 2, np.array([1, 0])).tolist() == [[3, 5], [7, 8]]
+    assert right_align(items, keep, 2, np.array([3, 0])).tolist() == [[1, 2], [7, 8]]
+    gen = torch.Generator().manual_seed(0)
+    skips = np.stack([random_skips(items, keep, 2, gen) for _ in range(3000)])
+    # row 0: 5 kept entries, 4 windows of 2, each drawn about equally often; row 1: one window
+    assert np.bincount(skips[:, 0]).tolist() == pytest.approx([750] * 4, abs=100)
+    assert set(skips[:, 1]) == {0}
+
+
+def test_history_window_all_trains_on_the_whole_history_and_scores_the_newest():
+    spec = {"model": {"n_items": 9}, "history_len": 6}
+    batch = {S.HISTORY_ITEMS: np.array([[1, 2, 3, 4, 5, 6]]), S.HISTORY_VALID: np.array([[0, 0, 0, 0, 0, 1]])}
+    gen = torch.Generator().manual_seed(0)
+    newest = SetTask(spec, TrainConfig(max_len=2), np.ones(9))
+    whole = SetTask(spec, TrainConfig(max_len=2, history_window="all"), np.ones(9))
+    assert newest.sequences(batch, "fit", gen).tolist() == [[4, 5]]
+    assert whole.sequences(batch, "fit", gen).tolist() == [[-1, 1, 2, 3, 4, 5]]
+    assert whole.sequences(batch, "refit", gen).tolist() == [[1, 2, 3, 4, 5, 6]]
+    model = build_model({"model": "multvae", "n_items": 9, "vae_hidden": [8, 4], "vae_dropout": 0.5,
+                         "max_len": 2})
+    seq = torch.as_tensor(whole.sequences(batch, "refit", gen))
+    torch.testing.assert_close(model.history_vectors(seq), model.history_vectors(seq[:, -2:]))
 
 
 def test_ragged_tail_and_history_rows():

@@ -127,6 +127,14 @@ class PairTask(Task):
         return Step(loss, len(users), pair_checksum(batch[S.USER_IDX], batch[S.ITEM_IDX], self.n_items))
 
 
+def random_skips(items: np.ndarray, keep: np.ndarray, length: int, gen: torch.Generator) -> np.ndarray:
+    """For `right_align(..., skip=)`: per row, a uniform draw over its windows of `length`
+    consecutive kept entries (0 for a row with no more than `length`)."""
+    windows = np.maximum((keep & (items >= 0)).sum(axis=1) - length, 0) + 1
+    u = torch.rand(len(items), generator=gen, dtype=torch.float64).numpy()
+    return np.minimum((u * windows).astype(np.int64), windows - 1)
+
+
 class HistoryTask(Task):
     """Reads `histories`; a batch is `history_batch_size` users."""
     columns = [S.USER_IDX, S.HISTORY_ITEMS, S.HISTORY_VALID]
@@ -149,14 +157,20 @@ class HistoryTask(Task):
         return {S.USER_IDX: np.zeros(1, np.int32), S.HISTORY_ITEMS: np.full((1, width), -1, np.int32),
                 S.HISTORY_VALID: np.zeros((1, width), np.int8)}
 
-    def sequences(self, batch: Batch, phase: str) -> np.ndarray:
-        """The newest `max_len` items of each history; the fit leaves validation rows out."""
+    def sequences(self, batch: Batch, phase: str, gen: torch.Generator) -> np.ndarray:
+        """The newest `max_len` items of each history (the fit leaves validation rows out), or
+        with `train.history_window: random` a window ending anywhere in it."""
         items = batch[S.HISTORY_ITEMS]
         keep = np.ones(items.shape, bool) if phase == "refit" else batch[S.HISTORY_VALID] == 0
-        return right_align(items, keep, self.t.max_len)
+        skip, length = None, self.t.max_len
+        if self.t.history_window == "random":
+            skip = random_skips(items, keep, length, gen)
+        elif self.t.history_window == "all":
+            length = items.shape[1]
+        return right_align(items, keep, length, skip)
 
     def step(self, net, batch, real, phase, epoch, gen, device) -> Step:
-        seq = self.sequences(batch, phase)
+        seq = self.sequences(batch, phase, gen)
         weight = torch.full((len(seq),), 1.0 if real else 0.0)
         loss = self.loss(net, torch.as_tensor(seq).to(device), weight.to(device), epoch, gen, device)
         if not real:
