@@ -11,6 +11,8 @@ VALUE = "value"
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
 WEIGHT = "weight"
+# train/valid: a row's place from its user's newest kept row (0 = newest; 0 everywhere without time)
+RECENCY = "recency"
 N_EVENTS = "n_events"  # raw events merged into one (user, item) row; keeps the row accounting exact
 
 # Quarantine.

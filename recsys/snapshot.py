@@ -1,7 +1,9 @@
 """The snapshot contract: what prepare publishes for one `ds`, and how the other stages read it.
 
     <root>/data/<dataset>/ds=<ds>/
-        train/, valid/        user_idx int32, item_idx int32, ts timestamp, weight float[, value]
+        train/, valid/        user_idx int32, item_idx int32, ts timestamp, weight float,
+                              recency int32 (0 for the user's newest row of train + valid,
+                              1 for the one before, ...; ties as histories)[, value]
         histories/            per user, the newest `history_len` rows of train and valid in
                               time order (ties by item id), as fixed-length lists padded on the
                               left (Petastorm refuses lists of unequal length): user_idx,

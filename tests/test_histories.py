@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -102,3 +103,10 @@ def test_prepare_writes_each_users_newest_rows_in_time_order(spark, tmp_path):
     assert name(row) == ["i1", "i2", "i4"]
     full = read_histories(f"{snap}/{S.HISTORIES}", 3, include_valid=True, users=np.array([users["u3"]]))
     assert list(full.users) == [users["u3"]] and name(full.items[0]) == ["i5", "i2", "i3"]
+
+    # Each train and valid row carries its place from its user's newest row, ties as above.
+    pairs = pd.concat([pq.read_table(f"{snap}/{d}").to_pandas() for d in (S.TRAIN, S.VALID)])
+    u1_rows = pairs[pairs[S.USER_IDX] == users["u1"]].sort_values(S.RECENCY)
+    assert name(u1_rows[S.ITEM_IDX]) == ["i5", "i4", "i2", "i1", "i3"]
+    assert list(u1_rows[S.RECENCY]) == [0, 1, 2, 3, 4]
+    assert pairs.loc[pairs[S.USER_IDX] == users["u2"], S.RECENCY].tolist() == [0]

@@ -75,7 +75,7 @@ def test_outputs_follow_the_contract(spark, toy):
     assert users == {"u1": 0, "u2": 1, "u3": 2, "u9": 3}  # history first, then side-table only
     train = read(spark, toy, S.TRAIN)
     assert dict(train.dtypes) == {"user_idx": "int", "item_idx": "int", "ts": "timestamp",
-                                  "weight": "float", "value": "float"}
+                                  "weight": "float", "recency": "int", "value": "float"}
     inv_u, inv_i = {v: k for k, v in users.items()}, {v: k for k, v in items.items()}
     got = {(inv_u[r.user_idx], inv_i[r.item_idx]): r.weight for r in train.collect()}
     assert got == {("u1", "a"): 4.0, ("u1", "b"): 1.0, ("u2", "a"): 1.0, ("u2", "b"): 1.0,

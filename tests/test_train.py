@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from recsys import schema as S
+from recsys.config import TrainConfig
 from recsys.artifacts import load_artifact
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
 from recsys.prep.pipeline import prepare
 from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
-from recsys.train.tasks import pair_checksum
+from recsys.train.tasks import pair_checksum, row_weights
 
 from conftest import NOW, make_config, write_csv
 
@@ -207,3 +208,29 @@ def test_bad_inputs_are_refused_before_workers_start(spark, snapshot, tmp_path):
     with pytest.raises(SnapshotError, match="1 row groups, fewer than the 2 training workers"):
         pq.write_table(table, path / "part-0.parquet")
         train(spark, cfg, DS)
+    pq.write_table(table.drop([S.RECENCY]), path / "part-0.parquet", row_group_size=24)  # an older prepare's
+    cfg.train.recency_half_life = 5.0
+    with pytest.raises(SnapshotError, match="train.recency_half_life weighs rows by their recency, and "
+                                            ".*/train has no 'recency' column .* re-run prepare for ds=2026-11-24"):
+        train(spark, cfg, DS)
+
+
+def test_recency_half_life_halves_a_rows_weight_every_half_life():
+    batch = {S.WEIGHT: np.array([1.0, 1.0, 3.0], np.float32), S.RECENCY: np.array([0, 4, 8], np.int32)}
+    plain = TrainConfig(use_weights=False)
+    assert row_weights(batch, plain).tolist() == [1.0, 1.0, 1.0]
+    assert row_weights(batch, TrainConfig(use_weights=False, recency_half_life=4.0)).tolist() == [1.0, 0.5, 0.25]
+    # with the implicit weight: log2(1 + w) times the decay
+    assert row_weights(batch, TrainConfig(recency_half_life=4.0)).tolist() == pytest.approx([1.0, 0.5, 0.5])
+
+
+def test_als_reads_the_same_recency_weights(spark, snapshot):
+    from recsys.snapshot import open_snapshot
+    from recsys.train.fitted import _pairs
+    root, cfg = snapshot
+    snap = open_snapshot(str(root), cfg.dataset, DS)
+    rows = train_table(cfg).to_pandas().set_index([S.USER_IDX, S.ITEM_IDX])
+    got = _pairs(spark, snap, False, 2.0).toPandas().set_index([S.USER_IDX, S.ITEM_IDX])[S.WEIGHT]
+    want = rows[S.WEIGHT] * 0.5 ** (rows[S.RECENCY] / 2.0)
+    assert rows[S.RECENCY].max() >= 2 and len(got) == len(want)
+    np.testing.assert_allclose(got.loc[want.index].to_numpy(), want.to_numpy(), rtol=1e-6)

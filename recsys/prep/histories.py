@@ -15,6 +15,16 @@ from pyspark.sql import functions as F
 from recsys import schema as S
 
 
+def with_recency(rows: DataFrame, has_time: bool) -> DataFrame:
+    """`rows` (user_idx, item_idx, ts) plus `recency` int: 0 for each user's newest row, 1 for
+    the one before, ... (ties in time by item id, as histories break them); 0 for every row of
+    a log without time, which has no newest rows."""
+    if not has_time:
+        return rows.withColumn(S.RECENCY, F.lit(0).cast("int"))
+    newest_first = Window.partitionBy(S.USER_IDX).orderBy(F.col(S.TS).desc(), F.col(S.ITEM_IDX).desc())
+    return rows.withColumn(S.RECENCY, (F.row_number().over(newest_first) - 1).cast("int"))
+
+
 def histories(rows: DataFrame, length: int, valid_flag: str, seed: int | None = None) -> DataFrame:
     """`rows` (user_idx, item_idx, ts, weight and the boolean `valid_flag`) -> one row per user:
     user_idx, length, dropped, items, ts, weights, valid (see `recsys.snapshot`). With `seed`

@@ -22,7 +22,7 @@ from recsys.errors import RejectShareError
 from recsys.manifest import Manifest
 from recsys.prep import clean, features, split
 from recsys.prep.graph import graph_edges
-from recsys.prep.histories import histories
+from recsys.prep.histories import histories, with_recency
 from recsys.prep.index import apply_index, build_index
 from recsys.sources import read_log, read_source, require_columns
 from recsys.storage import Storage, join, resolve_root
@@ -246,12 +246,12 @@ def _run(spark: SparkSession, cfg: Config, m: Manifest, staging: str, now: datet
                           + counts["filtered"]) == total
 
     with m.timed("write"):
-        columns = [S.USER_IDX, S.ITEM_IDX, S.TS, S.WEIGHT] + ([S.VALUE] if cfg.input.columns.value else [])
-        train = flagged.where(~F.col(split.VALID_FLAG)).select(*columns)
-        valid = flagged.where(F.col(split.VALID_FLAG) & ~F.col("_cold")).select(*columns)
+        columns = [S.USER_IDX, S.ITEM_IDX, S.TS, S.WEIGHT, S.RECENCY] + ([S.VALUE] if cfg.input.columns.value else [])
+        kept_rows = with_recency(flagged.where(~F.col("_cold")), has_time).localCheckpoint()
+        train = kept_rows.where(~F.col(split.VALID_FLAG)).select(*columns)
+        valid = kept_rows.where(F.col(split.VALID_FLAG)).select(*columns)
         write_parquet(train, join(staging, S.TRAIN), training_files(train_rows, p))
         write_parquet(valid, join(staging, S.VALID), training_files(valid_rows, p))
-        kept_rows = flagged.where(~F.col("_cold"))
         hist = histories(kept_rows, p.history_len, split.VALID_FLAG,
                          None if has_time else p.split.seed).localCheckpoint()
         summary = hist.agg(F.count(F.lit(1)).alias("users"),

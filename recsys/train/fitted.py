@@ -79,11 +79,16 @@ def _grid_then_refit(spec: dict[str, Any], t: TrainConfig, settings: list[dict[s
             "eval_k": t.eval_k, "world": 1, "device": "cpu", "setting": settings[best_at]}
 
 
-def _pairs(spark: SparkSession, snap: Snapshot, with_valid: bool) -> DataFrame:
-    cols = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT]
+def _pairs(spark: SparkSession, snap: Snapshot, with_valid: bool, half_life: float | None = None) -> DataFrame:
+    """(user_idx, item_idx, weight) of train (and valid); with `half_life` the weight times
+    0.5 ** (recency / half_life), as the SGD pair models weigh their rows."""
+    cols = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT] + ([S.RECENCY] if half_life else [])
     df = spark.read.parquet(snap.dataset(S.TRAIN)).select(*cols)
     if with_valid:
         df = df.unionByName(spark.read.parquet(snap.dataset(S.VALID)).select(*cols))
+    if half_life:
+        decay = F.pow(F.lit(2.0), -F.col(S.RECENCY) / F.lit(half_life))
+        df = df.select(S.USER_IDX, S.ITEM_IDX, (F.col(S.WEIGHT) * decay).cast("float").alias(S.WEIGHT))
     return df
 
 
@@ -111,11 +116,11 @@ def fit_ease(spark: SparkSession, snap: Snapshot, spec: dict[str, Any], t: Train
 def fit_als(spark: SparkSession, snap: Snapshot, spec: dict[str, Any], t: TrainConfig) -> dict[str, Any]:
     from pyspark.ml.recommendation import ALS
     n_users, n_items, rank = spec["model"]["n_users"], spec["model"]["n_items"], spec["model"]["dim"]
-    data = {False: _pairs(spark, snap, False).cache()}
+    data = {False: _pairs(spark, snap, False, t.recency_half_life).cache()}
 
     def fit(setting: dict[str, Any], with_valid: bool) -> Recommender:
         if with_valid not in data:
-            data[with_valid] = _pairs(spark, snap, with_valid).cache()
+            data[with_valid] = _pairs(spark, snap, with_valid, t.recency_half_life).cache()
         als = ALS(rank=rank, maxIter=t.als_max_iter, regParam=setting["reg"], alpha=setting["alpha"],
                   implicitPrefs=True, userCol=S.USER_IDX, itemCol=S.ITEM_IDX, ratingCol=S.WEIGHT,
                   seed=t.seed, coldStartStrategy="drop").fit(data[with_valid])

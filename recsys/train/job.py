@@ -52,6 +52,24 @@ def check_snapshot(root: str, dataset: str, ds: str, world: int) -> snapshot.Sna
     return snap
 
 
+def check_recency(snap: snapshot.Snapshot, name: str, t: TrainConfig, counts: dict[str, Any]) -> TrainConfig:
+    """`train.recency_half_life` needs the rows' recency, which a snapshot without timestamps
+    does not have (every row counts alike there: recorded in counts) and one written before
+    prepare wrote it lacks (refused)."""
+    if not snap.has_time:
+        log.info("%s: the snapshot of ds=%s has no timestamps, so train.recency_half_life is not "
+                 "applied", name, snap.ds)
+        counts["recency_half_life"] = {"configured": t.recency_half_life, "used": None, "why": "no timestamps"}
+        return dataclasses.replace(t, recency_half_life=None)
+    for dataset in (S.TRAIN, S.VALID):
+        path = snap.dataset(dataset)
+        if S.RECENCY not in snapshot.require_columns(path, {}).schema.names:
+            raise SnapshotError(f"train.recency_half_life weighs rows by their recency, and {path} "
+                                f"has no {S.RECENCY!r} column (written by an older prepare): "
+                                f"re-run prepare for ds={snap.ds}")
+    return t
+
+
 def check_histories(snap: snapshot.Snapshot, name: str, t: TrainConfig) -> dict[str, int]:
     """A history model needs the snapshot's histories, at least `max_len` long; returns how
     many users' histories are longer than max_len (their oldest items are left out)."""
@@ -180,6 +198,8 @@ def train_model(spark: SparkSession, cfg: Config, ds: str, name: str, *, resume:
             counts["max_len"] = {"configured": t.max_len, "used": snap.history_len, "why": "no timestamps"}
             t = dataclasses.replace(t, max_len=snap.history_len)
         t = dataclasses.replace(t, ease_max_lens=[t.max_len])
+    if (TASK_OF.get(name) == "pairs" or name == "als") and t.recency_half_life is not None:
+        t = check_recency(snap, name, t, counts)
     if name in HISTORY_MODELS:
         counts["histories"] = check_histories(snap, name, t)
     if name == "lightgcn":

@@ -72,11 +72,21 @@ class Task:
         raise NotImplementedError
 
 
-class PairTask(Task):
-    columns = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT]
+def row_weights(batch: Batch, t: TrainConfig) -> Tensor:
+    """A pair row's weight in the loss: log1p of its implicit weight (`train.use_weights`),
+    times 0.5 ** (recency / `train.recency_half_life`) when that is set."""
+    weight = torch.as_tensor(batch[S.WEIGHT], dtype=torch.float32)
+    weight = torch.log1p(weight.clamp(min=0)) / np.log(2.0) if t.use_weights else torch.ones_like(weight)
+    if t.recency_half_life is not None:
+        age = torch.as_tensor(batch[S.RECENCY], dtype=torch.float32)
+        weight = weight * torch.exp2(-age / t.recency_half_life)
+    return weight
 
+
+class PairTask(Task):
     def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
         super().__init__(spec, t, counts)
+        self.columns = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT] + ([S.RECENCY] if t.recency_half_life else [])
         self.batch_size, self.buffer = t.batch_size, t.shuffle_buffer
         self.full = self.shared = self.pooled = False
 
@@ -99,14 +109,13 @@ class PairTask(Task):
 
     def empty_batch(self) -> Batch:
         return {S.USER_IDX: np.zeros(1, np.int32), S.ITEM_IDX: np.zeros(1, np.int32),
-                S.WEIGHT: np.ones(1, np.float32)}
+                S.WEIGHT: np.ones(1, np.float32), S.RECENCY: np.zeros(1, np.int32)}
 
     def step(self, net, batch, real, phase, epoch, gen, device) -> Step:
         t = self.t
         users = torch.as_tensor(batch[S.USER_IDX], dtype=torch.long)
         pos = torch.as_tensor(batch[S.ITEM_IDX], dtype=torch.long)
-        weight = torch.as_tensor(batch[S.WEIGHT], dtype=torch.float32)
-        weight = torch.log1p(weight.clamp(min=0)) / np.log(2.0) if t.use_weights else torch.ones_like(weight)
+        weight = row_weights(batch, t)
         if not real:
             weight = torch.zeros_like(weight)
         negatives = None
