@@ -15,8 +15,8 @@ from recsys.config import PACKAGE_DATA
 from recsys.errors import ConfigError, SnapshotError
 from recsys.prep.pipeline import prepare
 from recsys.score.job import score
-from recsys.snapshot import snapshot_path
-from recsys.train.job import train_model
+from recsys.snapshot import open_snapshot, snapshot_path
+from recsys.train.job import check_recency, train_model
 
 from conftest import NOW, make_config, write_csv
 
@@ -62,6 +62,12 @@ def test_rating_threshold_end_to_end_without_timestamps(spark, ml100k_without_ti
     assert (seen[S.VALUE] < 3).all() and seen[S.TS].isna().all()
     train = pq.read_table(snap / S.TRAIN).to_pandas()
     assert (train[S.VALUE] >= 3).all() and train[S.TS].isna().all()
+    # no newest rows either: recency is 0 everywhere, and the shipped half-lives do not apply
+    assert (train[S.RECENCY] == 0).all()
+    t, noted = cfg.train.for_model("mf"), {}
+    assert t.recency_half_life == 10.0
+    assert check_recency(open_snapshot(cfg.paths.root, cfg.dataset, DS), "mf", t, noted).recency_half_life is None
+    assert noted["recency_half_life"] == {"configured": 10.0, "used": None, "why": "no timestamps"}
 
     with pytest.raises(SnapshotError, match="no timestamps"):  # order models refuse it
         train_model(spark, cfg, DS, "sasrec")
