@@ -115,8 +115,13 @@ def test_each_model_overfits_a_tiny_dataset(spark, snapshot, tmp_path, model):
     m = train(spark, cfg, DS, model=model)
     artifact = load_artifact(cfg.paths.root, model)
     history = json.loads((Path(artifact.path) / "history.json").read_text())["epochs"]
-    # A third of the uniform negatives are in fact liked items here, which bounds the loss.
-    assert history[-1]["loss"] < 0.67 * history[0]["loss"]
+    if model == "two_tower":
+        # A softmax over the 20 items, 6 of them each user's training items: the loss cannot go
+        # below log 6 (1.79, from log 20 = 3.0); it must cover most of the way there.
+        floor = np.log(6)
+        assert history[-1]["loss"] - floor < 0.4 * (history[0]["loss"] - floor)
+    else:  # a third of the uniform negatives are in fact liked items here, which bounds the loss
+        assert history[-1]["loss"] < 0.67 * history[0]["loss"]
     net = artifact.load_model()
     table = train_table(cfg)
     users, items = table[S.USER_IDX].to_numpy(), table[S.ITEM_IDX].to_numpy()
