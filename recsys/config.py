@@ -227,9 +227,9 @@ class TrainConfig:
     # History models (sasrec, gru4rec, multvae, ease): a user is their newest max_len items.
     max_len: int = 200  # at most prepare.history_len
     history_batch_size: int = 32  # users per step per worker
-    # sasrec, gru4rec, multvae: the window of max_len items a training step reads per user:
-    # newest | random (one ending anywhere in the history, drawn each epoch: more distinct
-    # inputs from the same log). Scoring always reads the newest.
+    # sasrec, gru4rec, multvae: what a training step reads per user: newest (max_len items) |
+    # random (max_len items ending anywhere in the history, drawn each epoch) | all (the whole
+    # history prepare kept). Scoring always reads the newest max_len.
     history_window: str = "newest"
     blocks: int = 2  # sasrec: transformer blocks; gru4rec: GRU layers
     graph_layers: int = 3  # lightgcn: propagation steps over the user-item graph

@@ -165,7 +165,6 @@ def right_align(items: np.ndarray, keep: np.ndarray, length: int,
     return out
 
 
-
 def read_histories(path: str, length: int, *, include_valid: bool,
                    users: np.ndarray | None = None) -> Histories:
     """The `histories` dataset at `path`, each cut to its newest `length` items; without the

@@ -167,8 +167,8 @@ class HistoryTask(Task):
                 S.HISTORY_VALID: np.zeros((1, width), np.int8)}
 
     def sequences(self, batch: Batch, phase: str, gen: torch.Generator) -> np.ndarray:
-        """The newest `max_len` items of each history (the fit leaves validation rows out), or
-        with `train.history_window: random` a window ending anywhere in it."""
+        """The newest `max_len` items of each history (the fit leaves validation rows out); with
+        `train.history_window: random` `max_len` items ending anywhere in it, with `all` all of it."""
         items = batch[S.HISTORY_ITEMS]
         keep = np.ones(items.shape, bool) if phase == "refit" else batch[S.HISTORY_VALID] == 0
         skip, length = None, self.t.max_len
