@@ -150,11 +150,14 @@ HISTORY_WINDOWS = ("newest", "random", "all")
 # except sampled_negatives of the pair models (a catalogue above full_softmax_max_items):
 # 128 shared negatives (or a pool of 128 for per-row negatives) keep a step at B + 128 item
 # rows (README, training at scale).
+# mf: row-wise Adagrad at 0.05 (validation NDCG@10 0.176 against 0.169 for lazy Adam at 0.005
+# and 0.171 at 0.1) trains 1.3x as fast at 1M users x 100k items (README, training at scale).
 # mf, lightgcn, als: a row's weight halves every 10 rows back in its user's log (validation
 # NDCG@10 0.169 against 0.164 for 30 and 0.134 without (mf); 0.177 / 0.161 (lightgcn); README).
 PER_MODEL: dict[str, dict[str, Any]] = {
     "mf": {"loss": "softmax", "weight_decay": 1.0e-4, "dim": 128, "epochs": 50, "patience": 5,
-           "sampled_negatives": 128, "recency_half_life": 10.0},
+           "sampled_negatives": 128, "recency_half_life": 10.0, "optimizer": "rowwise_adagrad",
+           "table_lr": 0.05},
     "neumf": {"sampled_negatives": 128},
     # lightgcn: the softmax over the catalogue measured 0.1896 on bench-quality against BPR's
     # 0.1590 (README); propagation learns slowly, hence more epochs and patience.
@@ -195,6 +198,9 @@ class TrainConfig:
     # update only the rows a step touches, and workers exchange only those rows; adam updates
     # and exchanges every row every step. Dense layers (MLPs, attention) always use Adam.
     optimizer: str = "sparse_adam"
+    # The row optimiser's learning rate (null: lr). Row-wise Adagrad divides by the root of a
+    # row's summed squared gradients, not by Adam's running average, so it wants a larger one.
+    table_lr: float | None = None
     weight_decay: float = 1.0e-6
     l2: float = 0.0  # factorised table models: λ (|p_u|² + |q_i|²) per training row
     dropout: float = 0.1
@@ -551,6 +557,9 @@ def _check_train(t: TrainConfig, model: str) -> None:
             raise ConfigError(f"{key(name)} must be at least 1, got {getattr(t, name)}")
     if t.graph_layers < 0:
         raise ConfigError(f"{key('graph_layers')} must be at least 0, got {t.graph_layers}")
+    for name in ("lr", "table_lr"):
+        if getattr(t, name) is not None and getattr(t, name) <= 0:
+            raise ConfigError(f"{key(name)} must be positive, got {getattr(t, name)}")
     if t.max_len < 1:
         raise ConfigError(f"{key('max_len')} must be at least 1, got {t.max_len}")
     if model == "sasrec" and t.dim % t.heads:

@@ -61,6 +61,27 @@ def test_sparse_tables_give_the_dense_loss_and_sparse_adam_its_first_step(optimi
             torch.testing.assert_close(tables(sparse)[k], v, rtol=1e-6, atol=1e-7)
 
 
+def test_the_tables_step_at_table_lr_and_the_dense_layers_at_lr():
+    """neumf: row-wise Adagrad's first step moves a row by table_lr x g / rms(g); Adam's first
+    step moves each dense weight by lr (the sign of its gradient)."""
+    torch.manual_seed(0)
+    spec = {"model": "neumf", "n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM, "hidden": [8], "dropout": 0.0}
+    net = PairObjective(build_model(spec), LOSSES["bce"])
+    opt = Optimizers(net, TrainConfig(optimizer="rowwise_adagrad", lr=0.001, table_lr=0.5, weight_decay=0.0))
+    before = tables(net)
+    net(*batch(0)).backward()
+    rows, g = touched(net.model.gmf_user.weight.grad)
+    dense = {n: p.grad.clone() for n, p in net.model.named_parameters() if not p.grad.is_sparse}
+    opt.step()
+    after = tables(net)
+    expected = -0.5 * g / g.pow(2).mean(1, keepdim=True).sqrt()
+    torch.testing.assert_close(after["gmf_user.weight"][rows] - before["gmf_user.weight"][rows], expected,
+                               rtol=1e-3, atol=1e-4)
+    for name, grad in dense.items():
+        moved = (after[name] - before[name])[grad != 0]
+        torch.testing.assert_close(moved, -0.001 * grad[grad != 0].sign(), rtol=1e-2, atol=1e-6)
+
+
 @pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
 def test_rows_never_touched_keep_their_initial_values(optimizer):
     net, opt = setup(optimizer, weight_decay=0.01)  # decay too applies to touched rows only
@@ -109,15 +130,17 @@ def _workers_step(optimizer: str, steps: int) -> dict:
     rank = int(os.environ["RANK"])
     net, opt = setup(optimizer)
     exchange = GradientExchange(net, dist.get_world_size())
-    sent = 0
+    sent, seen = 0, []
     for step in range(steps):
         loss = net(*batch(100 * step + rank))
         opt.zero_grad()
         loss.backward()
-        sent += exchange()
+        # Whether this rank has another batch: on the step before the last only rank 1 does.
+        exchanged = exchange(more=step < steps - 2 or (step == steps - 2 and rank == 1))
+        sent, seen = sent + exchanged.sent, seen + [exchanged.more]
         opt.step()
     out = [None, None]
-    dist.all_gather_object(out, {"rank": rank, "tables": tables(net), "sent": sent})
+    dist.all_gather_object(out, {"rank": rank, "tables": tables(net), "sent": sent, "more": seen})
     dist.destroy_process_group()
     return out
 
@@ -128,6 +151,8 @@ def test_two_workers_end_with_identical_tables_equal_to_one_process_on_both_batc
     steps = 4
     ranks = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(_workers_step, optimizer, steps)
     assert {r["rank"] for r in ranks} == {0, 1}
+    # Every rank learns that some rank has another batch, until none has.
+    assert ranks[0]["more"] == ranks[1]["more"] == [True] * (steps - 1) + [False]
     for k, v in ranks[0]["tables"].items():
         assert torch.equal(ranks[1]["tables"][k], v), f"{k} differs between the workers"
     # One process stepping on the mean loss of both ranks' batches takes the same steps.
@@ -143,7 +168,7 @@ def test_two_workers_end_with_identical_tables_equal_to_one_process_on_both_batc
     if optimizer == "sparse_adam":  # the rows of the batches only
         assert 0 < ranks[0]["sent"] < full / 5
     else:
-        assert ranks[0]["sent"] == full
+        assert ranks[0]["sent"] == full + 4 * steps  # and the one-float "more" flag of each step
 
 
 @pytest.mark.parametrize("n_items, most_rows", [(5000, 64 + 32), (500, None)])

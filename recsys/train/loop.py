@@ -196,12 +196,11 @@ def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
     with open_shards(task.urls(phase), task.columns, shard=ctx.rank, shards=ctx.world,
                      seed=t.seed + epoch, workers=t.reader_workers) as groups:
         batches = rebatch(groups, task.batch_size, task.buffer, rng)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            wait += time.perf_counter() - t0
-            if not D.any_rank(ctx, batch is not None):
-                break
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        more = D.any_rank(ctx, batch is not None)
+        while more:  # every rank steps while any rank has a batch
             real = batch is not None
             if real:
                 filler = {c: v[:1] for c, v in batch.items()}
@@ -213,10 +212,14 @@ def _epoch(ctx: D.DistContext, run: Run, task: Task, t: TrainConfig, phase: str,
             t2 = time.perf_counter()
             step.loss.backward()
             t3 = time.perf_counter()
-            sent += run.exchange()
+            batch = next(batches, None)  # read before the exchange, which tells every rank if any has one
             t4 = time.perf_counter()
+            exchanged = run.exchange(more=batch is not None)
+            sent, more = sent + exchanged.sent, exchanged.more
+            t5 = time.perf_counter()
             run.opt.step()
-            spent += np.array([t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t4])
+            wait += t4 - t3
+            spent += np.array([t2 - t1, t3 - t2, t5 - t4, time.perf_counter() - t5])
             steps += 1
             if real:
                 rows += step.rows

@@ -7,22 +7,24 @@ in proportion to those rows:
 - `RowAdam` (lazy Adam, as torch's SparseAdam and TF's LazyAdam) and `RowAdagrad` (row-wise
   Adagrad, as in FBGEMM's table-batched embeddings: one accumulator per row) update those rows
   only, weight decay included, and keep optimiser state for the table (Adam 2x its size,
-  row-wise Adagrad one float per row);
+  row-wise Adagrad one float per row). Gathering and scattering random rows is most of their
+  cost, so row-wise Adagrad, which has one row to move where Adam has three, is the faster;
 - `GradientExchange`: between workers, the dense gradients (MLPs, attention) in one all-reduce,
   and per table only the touched rows: each worker coalesces its rows (each row once),
   all-gathers (row id, gradient) and sums them in the same order on every rank, so replicas stay
   bit-identical on the CPU. Plain collectives, so the same code runs on Gloo and NCCL (DDP's own
-  sparse all-reduce exists on Gloo only).
+  sparse all-reduce exists on Gloo only). Whether a worker has another batch rides along, so
+  a step costs two collectives, not three.
 A table whose gradient is dense (a full softmax reads every item) is exchanged and updated whole.
 """
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
 from recsys.config import TrainConfig
 
@@ -48,20 +50,17 @@ def touched(grad: Tensor) -> tuple[Tensor | None, Tensor]:
 
 
 class RowOptimizer(torch.optim.Optimizer):
-    """The loop shared by the row optimisers: for each table with a gradient, its touched rows,
-    their gradient with weight decay (L2) added on those rows only, and the table's state, handed
-    to `update`."""
+    """The loop shared by the row optimisers: for each table with a gradient, its touched rows
+    and their gradient, handed with the table's state to `update`, which applies weight decay
+    (L2) to those rows only."""
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                rows, g = touched(p.grad)
-                if group["weight_decay"]:
-                    g = g + group["weight_decay"] * _rows(p, rows)
-                self.update(p, rows, g, self.state[p], group)
+                if p.grad is not None:
+                    rows, g = touched(p.grad)
+                    self.update(p, rows, g, self.state[p], group)
 
     def update(self, p: Tensor, rows: Tensor | None, g: Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError
@@ -69,28 +68,30 @@ class RowOptimizer(torch.optim.Optimizer):
 
 class RowAdam(RowOptimizer):
     """Adam on the rows a step touched (lazy Adam): untouched rows and their moments stay as they
-    are. The bias correction counts the table's steps, as SparseAdam does. Both moments of a row
-    live side by side in one state row, so a step reads and writes the state in one gather and
-    one scatter (random rows of a large table cost a cache miss each)."""
+    are. The bias correction counts the table's steps, as SparseAdam does. A step gathers the
+    rows of the table and of both moments, updates them in one pass of torch's fused Adam kernel
+    and scatters them back: random rows of a large table cost a cache miss each, so a step reads
+    and writes each row once."""
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     def update(self, p, rows, g, state, group) -> None:
-        (b1, b2), d = group["betas"], p.shape[1]
+        if "moments" in state:  # a checkpoint of the layout before: both moments side by side
+            d = p.shape[1]
+            state["exp_avg"], state["exp_avg_sq"] = (x.contiguous() for x in state.pop("moments").split(d, 1))
+            state["step"] = state["step"].to(torch.float32)
         if not state:
-            state["step"] = torch.zeros((), dtype=torch.float64)
-            state["moments"] = torch.zeros(p.shape[0], 2 * d, dtype=p.dtype, device=p.device)
-        state["step"] += 1
-        step = float(state["step"])
-        mv = _rows(state["moments"], rows)
-        m, v = mv[:, :d], mv[:, d:]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        w, m, v = (_rows(x, rows) for x in (p, state["exp_avg"], state["exp_avg_sq"]))
+        adam([w], [g], [m], [v], [], [state["step"]], fused=p.device.type in ("cpu", "cuda"),
+             amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, capturable=False,
+             differentiable=False, grad_scale=None, found_inf=None, has_complex=False)
         if rows is not None:
-            state["moments"].index_copy_(0, rows, mv)
-        denom = v.sqrt().div_(math.sqrt(1 - b2 ** step)).add_(group["eps"])
-        _apply(p, rows, m / denom, group["lr"] / (1 - b1 ** step))
+            for table, x in ((p, w), (state["exp_avg"], m), (state["exp_avg_sq"], v)):
+                table.index_put_((rows,), x)
 
 
 class RowAdagrad(RowOptimizer):
@@ -103,27 +104,26 @@ class RowAdagrad(RowOptimizer):
     def update(self, p, rows, g, state, group) -> None:
         if not state:
             state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+        w = _rows(p, rows)
+        if group["weight_decay"]:
+            g = g.add(w, alpha=group["weight_decay"])
         acc = _rows(state["sum"], rows).add_(g.pow(2).mean(1))
+        w.addcdiv_(g, acc.sqrt().add_(group["eps"]).unsqueeze(1), value=-group["lr"])
         if rows is not None:
-            state["sum"].index_copy_(0, rows, acc)
-        _apply(p, rows, g / acc.sqrt().add_(group["eps"]).unsqueeze(1), group["lr"])
+            p.index_put_((rows,), w)
+            state["sum"].index_put_((rows,), acc)
 
 
 def _rows(t: Tensor, rows: Tensor | None) -> Tensor:
-    """`t`'s rows (a copy), or `t` itself (updated in place) when every row is touched."""
+    """`t`'s rows (a copy, scattered back with `index_put_`: a third of `index_add_`'s cost on
+    the CPU), or `t` itself (updated in place) when every row is touched."""
     return t if rows is None else t.index_select(0, rows)
-
-
-def _apply(p: Tensor, rows: Tensor | None, update: Tensor, lr: float) -> None:
-    if rows is None:
-        p.add_(update, alpha=-lr)
-    else:
-        p.index_add_(0, rows, update, alpha=-lr)
 
 
 class Optimizers:
     """Adam for the dense parameters and, with a sparse `train.optimizer`, a row optimiser for the
-    id tables; one learning-rate schedule for both. Quacks like one torch optimiser for the loop."""
+    id tables at `train.table_lr` (null: `train.lr`); one learning-rate schedule for both.
+    Quacks like one torch optimiser for the loop."""
 
     def __init__(self, model: nn.Module, t: TrainConfig):
         table_weights = make_sparse(model) if t.optimizer != "adam" else []
@@ -134,7 +134,7 @@ class Optimizers:
             self.all.append(torch.optim.Adam(dense, lr=t.lr, weight_decay=t.weight_decay))
         if table_weights:
             row_optimizer = RowAdam if t.optimizer == "sparse_adam" else RowAdagrad
-            self.all.append(row_optimizer(table_weights, lr=t.lr, weight_decay=t.weight_decay))
+            self.all.append(row_optimizer(table_weights, lr=t.table_lr or t.lr, weight_decay=t.weight_decay))
         self.schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t.epochs)
                           if t.lr_schedule == "cosine" else torch.optim.lr_scheduler.ConstantLR(o, 1.0, 1)
                           for o in self.all]
@@ -166,13 +166,20 @@ class Optimizers:
             sched.load_state_dict(s)
 
 
+class Exchanged(NamedTuple):
+    sent: int  # bytes this worker sent
+    more: bool  # whether any worker has another batch
+
+
 class GradientExchange:
     """Averages the gradients of a model over the workers after `backward`, moving only what
     changed: the dense parameters in one flat all-reduce, and each sparse table's touched rows
-    (coalesced) by an all-gather of (row id, gradient) pairs. Returns the bytes this worker sent.
+    (coalesced) by an all-gather of (row id, gradient) pairs.
 
     Each rank sums the gathered rows itself, in rank order, with a deterministic accumulate, so
     every rank ends with the same gradient; a table dense on any rank is all-reduced whole.
+    Whether this worker has another batch (`more`) rides in the first collective, so the loop
+    learns whether any worker does without a collective of its own each step.
     """
 
     def __init__(self, model: nn.Module, world: int):
@@ -180,33 +187,39 @@ class GradientExchange:
         sparse_ids = {id(m.weight) for m in tables(model) if m.sparse}
         self.tables = [p for p in model.parameters() if id(p) in sparse_ids]
         self.dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+        params = self.tables or self.dense
+        self.device = params[0].device if params else torch.device("cpu")
 
-    def __call__(self) -> int:
+    def __call__(self, more: bool = False) -> Exchanged:
         if self.world == 1:
-            return 0
-        return self._dense() + self._sparse()
+            return Exchanged(0, more)
+        sent, any_more = self._sparse(more) if self.tables else (0, None)
+        dense_sent, flag = self._dense(more if any_more is None else None)
+        return Exchanged(sent + dense_sent, any_more if any_more is not None else bool(flag))
 
-    def _dense(self) -> int:
-        if not self.dense:
-            return 0
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.dense])
+    def _dense(self, more: bool | None) -> tuple[int, bool | None]:
+        """All-reduce the dense gradients, with `more` as one extra element when given."""
+        parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.dense]
+        if more is not None:
+            parts.append(torch.tensor([float(more)], device=self.device))
+        if not parts:
+            return 0, None
+        flat = torch.cat(parts)
         dist.all_reduce(flat)
+        any_more = None if more is None else bool(flat[-1] > 0)
         flat /= self.world
         offset = 0
         for p in self.dense:
             n = p.numel()
             p.grad = flat[offset:offset + n].view_as(p)
             offset += n
-        return flat.numel() * flat.element_size()
+        return flat.numel() * flat.element_size(), any_more
 
-    def _sparse(self) -> int:
-        if not self.tables:
-            return 0
+    def _sparse(self, more: bool) -> tuple[int, bool]:
         local = [touched(p.grad) if p.grad is not None else (_EMPTY, None) for p in self.tables]
-        # Rows each rank touched per table, -1 for a dense gradient: one small collective.
-        counts = torch.tensor([-1 if rows is None else len(rows) for rows, _ in local],
-                              device=self.tables[0].device)
+        # Rows each rank touched per table (-1 for a dense gradient) and its `more`: one small collective.
+        counts = torch.tensor([-1 if rows is None else len(rows) for rows, _ in local] + [int(more)],
+                              device=self.device)
         all_counts = [torch.empty_like(counts) for _ in range(self.world)]
         dist.all_gather(all_counts, counts)
         per_rank = torch.stack(all_counts).cpu()
@@ -220,7 +233,7 @@ class GradientExchange:
                 sent += full.numel() * full.element_size()
             else:
                 by_rows.append((p, rows, g, per_rank[:, j].tolist()))
-        return sent + self._gather_rows(by_rows)
+        return sent + self._gather_rows(by_rows), bool(per_rank[:, -1].any())
 
     def _gather_rows(self, tables: list[tuple[Tensor, Tensor, Tensor | None, list[int]]]) -> int:
         """All-gather the (row, gradient) pairs of every row-sparse table in one collective.
@@ -259,7 +272,10 @@ class GradientExchange:
             vals = torch.cat([x[:, :width] for x in parts])
             unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
             summed = torch.zeros(len(unique), width, dtype=vals.dtype, device=vals.device)
-            summed.index_put_((inverse,), vals, accumulate=True)  # deterministic on CPU and CUDA
+            if summed.is_cuda:  # CUDA's index_add_ uses atomics (order varies); this path sorts
+                summed.index_put_((inverse,), vals, accumulate=True)
+            else:  # sequential in index order on the CPU, and half index_put_'s cost there
+                summed.index_add_(0, inverse, vals)
             summed /= self.world
             grad = torch.sparse_coo_tensor(unique.unsqueeze(0), summed, p.shape, check_invariants=False)
             p.grad = grad._coalesced_(True)
