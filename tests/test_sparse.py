@@ -121,6 +121,24 @@ def test_a_checkpoint_restores_the_row_optimiser_state(optimizer, tmp_path):
     assert not torch.equal(tables(cold)["user.weight"], tables(net)["user.weight"])
 
 
+def test_a_checkpoint_of_lazy_adams_earlier_state_layout_resumes_the_same():
+    """Before the fused step, both moments of a row lived side by side in one `moments` table
+    with a float64 step count; a run resumed from such a checkpoint continues as if unbroken."""
+    net, opt = setup("sparse_adam")
+    take_step(net, opt, batch(1))
+    state = opt.state_dict()
+    for s in state["optimizers"][0]["state"].values():
+        s["moments"] = torch.cat([s.pop("exp_avg"), s.pop("exp_avg_sq")], dim=1)
+        s["step"] = s["step"].double()
+    old, old_opt = setup("sparse_adam")
+    old.model.load_state_dict(net.model.state_dict())
+    old_opt.load_state_dict(state)
+    for n, o in ((net, opt), (old, old_opt)):
+        take_step(n, o, batch(2))
+    for k, v in tables(net).items():
+        torch.testing.assert_close(tables(old)[k], v, rtol=0, atol=0)
+
+
 def _workers_step(optimizer: str, steps: int) -> dict:
     """On each of 2 Gloo workers: `steps` steps on this rank's own batches, gradients exchanged."""
     import os

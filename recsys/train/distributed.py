@@ -43,6 +43,8 @@ def init(use_gpu: bool) -> DistContext:
         device = torch.device("cpu")
         # Two workers on two cores: one thread each avoids oversubscription.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, world)))
+        # Softmax tails underflow into denormal floats, which x86 CPUs compute on a slow path.
+        torch.set_flush_denormal(True)
     if "MASTER_ADDR" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if use_gpu else "gloo", rank=rank, world_size=world)
     return DistContext(rank, world, device)

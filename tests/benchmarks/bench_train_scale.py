@@ -4,7 +4,7 @@ Writes three synthetic logs (`recsys synth --users --items`), prepares each, the
 model for one epoch (no refit) with the configured workers, as a user runs `recsys train`, and
 prints per size and model: samples/s per worker, bytes a worker sends per step, data-wait share,
 where a step's time goes, epoch seconds, peak RSS per worker, and the ratio of samples/s at the
-largest size to the smallest. `--baseline` also trains mf with `train.optimizer=adam` (every
+largest size to the smallest. `--baseline` also trains mf with `optimizer=adam` over its own (every
 row updated and exchanged every step) at the smallest size, for the sparse/dense ratio of the
 same run. Logs and snapshots are kept under the workdir and reused.
 
@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    ap.add_argument("--baseline", action="store_true", help="also mf with train.optimizer=adam at the smallest size")
+    ap.add_argument("--baseline", action="store_true", help="also mf with optimizer=adam at the smallest size")
     ap.add_argument("--workdir", default=os.path.join(REPO, ".bench", "scale"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -85,7 +85,7 @@ def main() -> None:
         root = snapshot(workdir, size, *SIZES[size])
         runs = [(m, []) for m in args.models]
         if args.baseline and size == args.sizes[0]:
-            runs.append(("mf", ["train.optimizer=adam"]))
+            runs.append(("mf", ["train.per_model.mf.optimizer=adam"]))  # over mf's own
         for model, extra in runs:
             label = model + (" (adam)" if extra else "")
             print(f"  training {label} ...", flush=True)
