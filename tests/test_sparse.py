@@ -139,6 +139,20 @@ def test_a_checkpoint_of_lazy_adams_earlier_state_layout_resumes_the_same():
         torch.testing.assert_close(tables(old)[k], v, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
+def test_a_table_updated_whole_tells_autograd_it_changed(optimizer):
+    """A full softmax gives a table a dense gradient and the row optimiser updates it in place;
+    autograd's version counter must move, or a graph cached on the old weights (lightgcn's
+    propagation) would be reused after the step."""
+    net, opt = setup(optimizer)
+    weight = net.model.item.weight
+    (net.model.item.weight * 1.0).sum().backward()  # read whole, not looked up: a dense gradient
+    assert not weight.grad.is_sparse
+    version = weight._version
+    opt.step()
+    assert weight._version > version
+
+
 def _workers_step(optimizer: str, steps: int) -> dict:
     """On each of 2 Gloo workers: `steps` steps on this rank's own batches, gradients exchanged."""
     import os

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.autograd.graph import increment_version
 from torch.optim.adam import adam
 
 from recsys.config import TrainConfig
@@ -89,7 +90,9 @@ class RowAdam(RowOptimizer):
              amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, capturable=False,
              differentiable=False, grad_scale=None, found_inf=None, has_complex=False)
-        if rows is not None:
+        if rows is None:  # updated in place by a kernel that autograd does not see: say so, so
+            increment_version(p)  # nothing saved for backward (e.g. lightgcn's cache) looks current
+        else:
             for table, x in ((p, w), (state["exp_avg"], m), (state["exp_avg_sq"], v)):
                 table.index_put_((rows,), x)
 
