@@ -196,9 +196,10 @@ class GradientExchange:
     def __call__(self, more: bool = False) -> Exchanged:
         if self.world == 1:
             return Exchanged(0, more)
-        sent, any_more = self._sparse(more) if self.tables else (0, None)
-        dense_sent, flag = self._dense(more if any_more is None else None)
-        return Exchanged(sent + dense_sent, any_more if any_more is not None else bool(flag))
+        if not self.tables:  # the flag rides in the dense all-reduce
+            return Exchanged(*self._dense(more))
+        sent, more = self._sparse(more)
+        return Exchanged(sent + self._dense(None)[0], more)
 
     def _dense(self, more: bool | None) -> tuple[int, bool | None]:
         """All-reduce the dense gradients, with `more` as one extra element when given."""
