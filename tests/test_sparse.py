@@ -15,7 +15,7 @@ from recsys.models import build_model
 from recsys.train.loop import load_state, save_state
 from recsys.train.losses import LOSSES
 from recsys.train.objectives import PairObjective
-from recsys.train.sparse import GradientExchange, Optimizers, touched
+from recsys.train.sparse import GradientExchange, Optimizers, make_sparse, touched
 from recsys.train.tasks import PairTask
 
 N_USERS, N_ITEMS, DIM = 1000, 500, 8
@@ -222,3 +222,20 @@ def test_above_the_threshold_per_row_negatives_come_from_a_pool_shared_by_the_st
         assert len(rows) > 64 + 32
     else:
         assert len(rows) <= most_rows
+
+
+def test_neumf_scores_as_its_definition_and_its_gradient_holds_each_row_once():
+    """neumf applies its MLP's first layer per user and per distinct item, not per pair: the same
+    function as w · [p_u ⊙ q_i ; MLP([p'_u ; q'_i])], and a step's sparse gradient has each row it
+    touched once (coalescing and exchanging it cost the distinct rows, not the B x (1 + K) lookups)."""
+    torch.manual_seed(0)
+    m = build_model({"model": "neumf", "n_users": 50, "n_items": 40, "dim": 8, "hidden": [16, 8, 4], "dropout": 0.0})
+    users, items = torch.arange(12) % 10, torch.randint(0, 40, (12, 5))
+    u, i = users.unsqueeze(1).expand(12, 5).reshape(-1), items.reshape(-1)
+    pairwise = m.predict(torch.cat([m.gmf_user(u) * m.gmf_item(i),
+                                    m.mlp(torch.cat([m.mlp_user(u), m.mlp_item(i)], dim=1))], dim=1))
+    torch.testing.assert_close(m.score(users, items), pairwise.view(12, 5))
+    make_sparse(m)
+    m.score(users, items).sum().backward()
+    assert m.gmf_user.weight.grad._nnz() == m.mlp_user.weight.grad._nnz() == 12  # one per row of the batch
+    assert m.gmf_item.weight.grad._nnz() == m.mlp_item.weight.grad._nnz() == len(items.unique())

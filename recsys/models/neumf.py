@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from recsys.models.base import Recommender, mlp
 
@@ -32,12 +33,18 @@ class NeuMF(Recommender):
             nn.init.normal_(emb.weight, std=0.05)
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
+        """users [B], items [B, K] -> [B, K]. Each user row and each distinct item row is looked
+        up once (a step's K per row come from a small shared pool), so a sparse table's gradient
+        holds each row once; and the MLP's first layer, W [p'_u ; q'_i] = W_u p'_u + W_i q'_i, is
+        applied per user and per distinct item, not per pair."""
         b, k = items.shape
-        u = users.unsqueeze(1).expand(b, k).reshape(-1)
-        i = items.reshape(-1)
-        gmf = self.gmf_user(u) * self.gmf_item(i)
-        deep = self.mlp(torch.cat([self.mlp_user(u), self.mlp_item(i)], dim=1))
-        return self.predict(torch.cat([gmf, deep], dim=1)).view(b, k)
+        distinct, inverse = torch.unique(items, return_inverse=True)
+        gmf = self.gmf_user(users).unsqueeze(1) * self.gmf_item(distinct)[inverse]
+        first, h = self.mlp[0], self.mlp_user.embedding_dim
+        user_part = F.linear(self.mlp_user(users), first.weight[:, :h], first.bias)
+        item_part = F.linear(self.mlp_item(distinct), first.weight[:, h:])
+        deep = self.mlp[1:](user_part.unsqueeze(1) + item_part[inverse])
+        return self.predict(torch.cat([gmf, deep], dim=2)).squeeze(2)
 
     def candidate_user_vectors(self, users: Tensor) -> Tensor:
         """The GMF part of the score, as a dot product: (p_u ⊙ w_gmf) · q_i."""
