@@ -2,6 +2,8 @@
 
 - replicated (what `train/sparse.py` does): every worker holds every table; after backward it
   all-gathers its touched rows' gradients, after a small all-gather of the row counts;
+- replicated, the same bytes by one all-to-all (each worker's buffer repeated once per worker
+  as the input), in case Gloo's all-to-all moves them faster than its all-gather;
 - row-sharded (TorchRec's row-wise sharding): worker r owns rows = r (mod W); in the forward a
   worker sends the ids it needs to their owners and gets the rows back, in the backward it
   sends their gradients back: an all-to-all of counts, then of ids, rows and gradients.
@@ -35,6 +37,7 @@ def _worker(rank: int, world: int, port: int, rows: list[int], d: int, out: dict
         # Replicated: R rows of d floats + 2 floats carrying the row id, to every worker.
         buf, counts = torch.randn(r * (d + 2)), torch.tensor([r, 1])
         gathered, all_counts = [torch.empty_like(buf) for _ in range(world)], [torch.empty_like(counts) for _ in range(world)]
+        repeated, received = buf.repeat(world), torch.empty(world * buf.numel())
         # Sharded: the R rows' owners are spread evenly over the W workers (1/W of them local).
         n = r // world * world
         split = torch.full((world,), n // world)
@@ -46,6 +49,10 @@ def _worker(rank: int, world: int, port: int, rows: list[int], d: int, out: dict
             dist.all_gather(all_counts, counts)
             dist.all_gather(gathered, buf)
 
+        def replicated_all_to_all():
+            dist.all_gather(all_counts, counts)
+            dist.all_to_all_single(received, repeated)
+
         def sharded():
             dist.all_to_all_single(split_in, split)
             dist.all_to_all_single(ids_in, ids)
@@ -54,7 +61,7 @@ def _worker(rank: int, world: int, port: int, rows: list[int], d: int, out: dict
 
         best = {}
         for _ in range(ROUNDS):
-            for name, step in (("replicated", replicated), ("sharded", sharded)):
+            for name, step in (("replicated", replicated), ("all_to_all", replicated_all_to_all), ("sharded", sharded)):
                 for _ in range(WARMUP):
                     step()
                 dist.barrier()
@@ -66,7 +73,7 @@ def _worker(rank: int, world: int, port: int, rows: list[int], d: int, out: dict
         if rank == 0:
             sent_rep = (buf.numel() + counts.numel()) * 4 * (world - 1)  # to each other worker
             sent_sh = (split.numel() * 8 + ids.numel() * 8 + 2 * vecs.numel() * 4) * (world - 1) // world
-            out[r] = (best["replicated"], sent_rep, best["sharded"], sent_sh)
+            out[r] = (best["replicated"], sent_rep, best["all_to_all"], best["sharded"], sent_sh)
     dist.destroy_process_group()
 
 
@@ -86,10 +93,11 @@ def main() -> None:
         out = manager.dict()
         mp.spawn(_worker, args=(args.workers, port, args.rows, args.dim, out), nprocs=args.workers)
         results = dict(out)
-    print(f"\n{'rows/worker':>11}  {'replicated ms':>13}  {'sent MB':>7}  {'sharded ms':>10}  {'sent MB':>7}  sharded/replicated")
+    print(f"\n{'rows/worker':>11}  {'replicated ms':>13}  {'sent MB':>7}  {'by all-to-all ms':>16}  "
+          f"{'sharded ms':>10}  {'sent MB':>7}  sharded/replicated")
     for r in args.rows:
-        rep, rep_b, sh, sh_b = results[r]
-        print(f"{r:>11,}  {rep:>13.2f}  {rep_b / 1e6:>7.2f}  {sh:>10.2f}  {sh_b / 1e6:>7.2f}  {sh / rep:.2f}")
+        rep, rep_b, a2a, sh, sh_b = results[r]
+        print(f"{r:>11,}  {rep:>13.2f}  {rep_b / 1e6:>7.2f}  {a2a:>16.2f}  {sh:>10.2f}  {sh_b / 1e6:>7.2f}  {sh / rep:.2f}")
 
 
 if __name__ == "__main__":
