@@ -229,6 +229,23 @@ def test_recency_half_life_halves_a_rows_weight_every_half_life():
     assert row_weights(batch, TrainConfig(recency_half_life=4.0)).tolist() == pytest.approx([1.0, 0.5, 0.5])
 
 
+def test_the_models_dropout_drops_p_of_the_activations_and_scales_the_rest():
+    """neumf's and two_tower's dropout (a cheaper mask: 16 random bits per element) is dropout:
+    a share p zeroed, a fresh mask each call, the rest scaled by 1 / (1 - p), the gradient through
+    the same mask, nothing dropped in eval."""
+    from recsys.models.base import Dropout
+    torch.manual_seed(0)
+    drop, x = Dropout(0.25), torch.ones(300, 400, requires_grad=True)
+    y = drop(x)
+    assert (y == 0).float().mean().item() == pytest.approx(0.25, abs=0.005)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 4 / 3))
+    assert not torch.equal(drop(x), y)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    drop.eval()
+    assert torch.equal(drop(x), x)
+
+
 def test_als_reads_the_same_recency_weights(spark, snapshot):
     from recsys.snapshot import open_snapshot
     from recsys.train.fitted import _pairs

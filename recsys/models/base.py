@@ -105,9 +105,26 @@ class Recommender(nn.Module):
         return out
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with a cheaper mask on the CPU: 16 random bits per element, drawn 64 at a
+    time, where torch's CPU dropout draws a float per element: half its forward + backward time
+    (neumf's activations, 9 pairs per row: 2.0 ms against 4.3 a step). p is rounded to a
+    multiple of 1 / 65536."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        if self.p >= 1:
+            return x * 0
+        bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        drop = round(self.p * 65536)  # of the 65,536 values of an int16, the lowest `drop` drop
+        keep = bits.view(torch.int16)[: x.numel()].view(x.shape) >= drop - 32768
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - drop))
+
+
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     """Linear + ReLU + Dropout for each consecutive pair of `sizes`."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(a, b), nn.ReLU(), Dropout(dropout)]
     return nn.Sequential(*layers)
