@@ -271,7 +271,8 @@ class GradientExchange:
                 p.grad = None
                 continue
             parts = [b[offset:offset + most * (width + 2)].view(most, width + 2)[:c] for b, c in zip(gathered, counts)]
-            ids = torch.cat([x[:, width:].contiguous().view(torch.int64).view(-1) for x in parts])
+            # cat makes a fresh buffer: a view into the gathered one may start at an odd float
+            ids = torch.cat([x[:, width:] for x in parts]).view(torch.int64).view(-1)
             vals = torch.cat([x[:, :width] for x in parts])
             unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
             summed = torch.zeros(len(unique), width, dtype=vals.dtype, device=vals.device)
