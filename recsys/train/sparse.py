@@ -12,9 +12,9 @@ in proportion to those rows:
 - `GradientExchange`: between workers, the dense gradients (MLPs, attention) in one all-reduce,
   and per table only the touched rows: each worker coalesces its rows (each row once),
   all-gathers (row id, gradient) (by an all-to-all, faster on Gloo) and sums them in the same
-  order on every rank, so replicas stay bit-identical on the CPU. Plain collectives, so the same code runs on Gloo and NCCL (DDP's own
-  sparse all-reduce exists on Gloo only). Whether a worker has another batch rides along, so
-  a step costs two collectives, not three.
+  order on every rank, so replicas stay bit-identical on the CPU. Plain collectives, so the
+  same code runs on Gloo and NCCL (DDP's own sparse all-reduce exists on Gloo only). Whether
+  a worker has another batch rides along, so a step costs two collectives, not three.
 A table whose gradient is dense (a full softmax reads every item) is exchanged and updated whole.
 """
 from __future__ import annotations
