@@ -68,8 +68,9 @@ bench-train: install
 bench-train-scale: install
 	$(PY) tests/benchmarks/bench_train_scale.py --baseline --set train.eval_users=500
 
-# Not part of `make test`: the collectives of a replicated step (all-gather of touched rows)
-# against a row-sharded one (all-to-alls), same rows, 2 Gloo workers (about a minute).
+# Not part of `make test`: the collectives of a replicated step (touched rows all-gathered, or
+# the same bytes by one all-to-all as train/sparse.py does) against a row-sharded one
+# (all-to-alls), same rows, 2 Gloo workers (about a minute).
 bench-exchange: install
 	$(PY) tests/benchmarks/bench_exchange.py
 

@@ -17,6 +17,7 @@ from recsys import schema as S
 from recsys.config import TrainConfig
 from recsys.artifacts import load_artifact
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
+from recsys.models.base import Dropout
 from recsys.prep.pipeline import prepare
 from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
@@ -233,7 +234,6 @@ def test_the_models_dropout_drops_p_of_the_activations_and_scales_the_rest():
     """neumf's and two_tower's dropout (a cheaper mask: 16 random bits per element) is dropout:
     a share p zeroed, a fresh mask each call, the rest scaled by 1 / (1 - p), the gradient through
     the same mask, nothing dropped in eval."""
-    from recsys.models.base import Dropout
     torch.manual_seed(0)
     drop, x = Dropout(0.25), torch.ones(300, 400, requires_grad=True)
     y = drop(x)

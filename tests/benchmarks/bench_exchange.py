@@ -1,14 +1,14 @@
-"""Benchmark the two ways a step can move sparse table rows between workers, on Gloo.
+"""Benchmark the ways a step can move sparse table rows between workers, on Gloo.
 
-- replicated (what `train/sparse.py` does): every worker holds every table; after backward it
-  all-gathers its touched rows' gradients, after a small all-gather of the row counts;
+- replicated: every worker holds every table; after backward it all-gathers its touched rows'
+  gradients, after a small all-gather of the row counts;
 - replicated, the same bytes by one all-to-all (each worker's buffer repeated once per worker
-  as the input), in case Gloo's all-to-all moves them faster than its all-gather;
+  as the input; what `train/sparse.py` does, since Gloo runs it faster than its all-gather);
 - row-sharded (TorchRec's row-wise sharding): worker r owns rows = r (mod W); in the forward a
   worker sends the ids it needs to their owners and gets the rows back, in the backward it
   sends their gradients back: an all-to-all of counts, then of ids, rows and gradients.
 
-Both move the same touched rows (R per worker, width d); only the collectives are timed, on
+All three move the same touched rows (R per worker, width d); only the collectives are timed, on
 the configured number of CPU processes, in one run, interleaved, best of three rounds.
 
     .venv/bin/python tests/benchmarks/bench_exchange.py [--workers 2] [--rows 1000 2200 4400] [--dim 129]

@@ -4,7 +4,7 @@ Writes three synthetic logs (`recsys synth --users --items`), prepares each, the
 model for one epoch (no refit) with the configured workers, as a user runs `recsys train`, and
 prints per size and model: samples/s per worker, bytes a worker sends per step, data-wait share,
 where a step's time goes, epoch seconds, peak RSS per worker, and the ratio of samples/s at the
-largest size to the smallest. `--baseline` also trains mf with `optimizer=adam` over its own (every
+largest size to the smallest. `--baseline` also trains mf with `optimizer=adam` in place of its own (every
 row updated and exchanged every step) at the smallest size, for the sparse/dense ratio of the
 same run. Logs and snapshots are kept under the workdir and reused.
 
