@@ -221,6 +221,9 @@ class TrainConfig:
     # log without timestamps).
     recency_half_life: float | None = None
     patience: int = 3  # early stopping: epochs without a better validation NDCG@10
+    # Early stopping neither stops nor picks an epoch before this many (at most `epochs`): on
+    # few validation rows the first epochs can score best by chance, before the model has learnt.
+    min_epochs: int = 1
     eval_k: int = 10
     eval_users: int = 20000  # validation users scored each epoch (a fixed sample above this)
     shuffle_buffer: int = 65536  # rows mixed across row groups before batching

@@ -21,7 +21,9 @@ from recsys.models.base import Dropout
 from recsys.prep.pipeline import prepare
 from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
-from recsys.train.tasks import pair_checksum, row_weights
+from recsys.models import build_model
+from recsys.train.negatives import NegativeSampler
+from recsys.train.tasks import PairTask, pair_checksum, row_weights
 
 from conftest import NOW, make_config, write_csv
 
@@ -69,7 +71,7 @@ def train_table(cfg) -> pa.Table:
 
 
 def test_every_row_once_per_epoch_and_equal_steps(spark, snapshot, tmp_path):
-    cfg = fresh(snapshot, tmp_path, "train.epochs=2")
+    cfg = fresh(snapshot, tmp_path, "train.epochs=2", "train.min_epochs=2")
     m = train(spark, cfg, DS, model="mf")
     table = train_table(cfg)
     expected = pair_checksum(table[S.USER_IDX].to_numpy(), table[S.ITEM_IDX].to_numpy(), N_ITEMS)
@@ -86,7 +88,8 @@ def test_every_row_once_per_epoch_and_equal_steps(spark, snapshot, tmp_path):
                                np.concatenate([table[S.ITEM_IDX].to_numpy(), valid[S.ITEM_IDX].to_numpy()]),
                                N_ITEMS)
     refit = json.loads((Path(m["outputs"]["artifact"]) / "history.json").read_text())["refit"]
-    assert len(refit) == m["metrics"]["best_epoch"] + 1
+    assert m["metrics"]["best_epoch"] == 1  # train.min_epochs=2: the first epoch is not a candidate
+    assert len(refit) == 2
     for epoch in refit:
         assert epoch["rows"] == 96 + 16 and epoch["checksum"] == everything
         assert len(set(epoch["steps_per_rank"])) == 1
@@ -228,6 +231,30 @@ def test_recency_half_life_halves_a_rows_weight_every_half_life():
     assert row_weights(batch, TrainConfig(use_weights=False, recency_half_life=4.0)).tolist() == [1.0, 0.5, 0.25]
     # with the implicit weight: log2(1 + w) times the decay
     assert row_weights(batch, TrainConfig(recency_half_life=4.0)).tolist() == pytest.approx([1.0, 0.5, 0.5])
+
+
+def test_items_no_training_row_shows_are_never_negatives():
+    """An item without training rows (a new catalogue entry; during the fit, one seen only in the
+    validation rows) is never drawn and is out of the full softmax: otherwise it is a negative at
+    every step and a positive at none, and every such item learns the same "never clicked"."""
+    counts = np.array([3, 0, 5, 0, 1, 0])  # items 1, 3 and 5 have no training rows
+    g = torch.Generator().manual_seed(0)
+    for popularity in (False, True):
+        drawn = NegativeSampler(counts, popularity).sample(200, 50, g)
+        assert set(drawn.unique().tolist()) == {0, 2, 4}
+    spec = {"model": {"model": "mf", "n_users": 4, "n_items": 6, "dim": 4}, "loss": "softmax"}
+    task = PairTask(spec, TrainConfig(), counts, valid_counts=np.array([0, 0, 0, 2, 0, 0]))
+    batch = {S.USER_IDX: np.array([0, 1, 2, 3], np.int32), S.ITEM_IDX: np.array([0, 2, 4, 0], np.int32),
+             S.WEIGHT: np.ones(4, np.float32)}
+    touched = {}
+    for phase in ("fit", "refit"):  # the refit trains on the validation rows too: item 3 is known
+        task.set_phase(phase)
+        net = task.objective(build_model(spec["model"]))
+        loss = task.step(net, batch, True, phase, 0, g, torch.device("cpu")).loss
+        assert torch.isfinite(loss)
+        loss.backward()
+        touched[phase] = (net.model.item.weight.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert touched == {"fit": [0, 2, 4], "refit": [0, 2, 3, 4]}
 
 
 def test_the_models_dropout_drops_p_of_the_activations_and_scales_the_rest():

@@ -1,7 +1,8 @@
 """Score a model (or a baseline) on held-out interactions over the full catalogue.
 
 The user's training items are excluded from the ranking, as they are when recommendations are
-published, and every metric of `metrics.METRICS` is computed at each K, plus:
+published, and so are the items no training row shows (prepare drops validation rows of such an
+item, and the score job publishes one only from its content, on request), and every metric of `metrics.METRICS` is computed at each K, plus:
 
 - coverage@K: the share of the catalogue that appears in at least one evaluated user's top K
   (slots a user could not fill, having seen nearly every item, are empty, not items);
@@ -86,6 +87,8 @@ class Evaluator:
         self.ks = tuple(sorted(ks))
         self.valid = Csr(valid_users, valid_items, n_users)
         self.seen = Csr(train_users, train_items, n_users)
+        unranked = np.flatnonzero(np.bincount(train_items, minlength=n_items) == 0)
+        self.unranked = torch.as_tensor(unranked) if len(unranked) else None
         self.percentile = None if popularity is None else torch.as_tensor(
             popularity_percentile(popularity.astype(np.float64)))
         self.categories = None if categories is None else category_sets(categories)
@@ -115,7 +118,8 @@ class Evaluator:
             scores = score_fn(torch.as_tensor(users, device=device).long()).to(device)
             if scores._base is not None:
                 scores = scores.clone()
-            top_values, top = top_k(exclude_(scores, *self.seen.rows(users)), kmax)
+            blocked = None if self.unranked is None else self.unranked.to(scores.device)
+            top_values, top = top_k(exclude_(scores, *self.seen.rows(users), blocked), kmax)
             relevant = self.valid.mask(users, self.n_items).to(device)
             hits = relevant.gather(1, top)
             n_rel = relevant.sum(1)

@@ -37,11 +37,10 @@ from recsys.train import failures
 from recsys.train.progress import Progress
 from recsys.train.reader import open_shards, rebatch
 from recsys.train.sparse import GradientExchange, Optimizers, replica_fingerprint
-from recsys.train.tasks import CHECKSUM_MOD, TASKS, Task
+from recsys.train.tasks import CHECKSUM_MOD, FIT, REFIT, TASKS, Task
 from recsys.train.validation import Validation, item_counts
 
 log = logging.getLogger("recsys.train")
-FIT, REFIT = "fit", "refit"
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:
@@ -87,6 +86,7 @@ class Run:
             m = spec["model"]
             edges = read_graph(spec["paths"][S.GRAPH], refit=phase == REFIT)
             self.model.set_graph(adjacency(*edges, m["n_users"], m["n_items"]))
+        task.set_phase(phase)
         self.net = task.objective(self.model).to(ctx.device)
         self.opt = Optimizers(self.net, t)  # switches the id tables to sparse gradients
         self.exchange = GradientExchange(self.net, ctx.world)
@@ -108,7 +108,8 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
                     load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
     elif spec["model"].get("item_features"):  # a sequence model with train.item_content
         features = (None, load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
-    task = TASKS[spec["task"]](spec, t, item_counts(paths[S.TRAIN], n_items))
+    task = TASKS[spec["task"]](spec, t, item_counts(paths[S.TRAIN], n_items),
+                               item_counts(paths[S.VALID], n_items))
     validation = Validation(paths, n_items, t, task.uses_history) if ctx.is_main else None
     run = Run(ctx, spec, t, task, features)
 
@@ -135,10 +136,11 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
                 metrics = validation.evaluate(run.model, ctx.device)
                 record.update({f"valid_{key}": v for key, v in metrics.items()})
                 score = metrics[f"ndcg@{t.eval_k}"]
-                if score > state["best"]:
+                eligible = epoch + 1 >= min(t.min_epochs, t.epochs)  # before: neither chosen nor stopped
+                if eligible and score > state["best"]:
                     state.update(best=score, best_epoch=epoch, bad_epochs=0)
                     save_state(best, run.model.state_dict())
-                else:
+                elif eligible:
                     state["bad_epochs"] += 1
                 state["epoch"] = epoch
                 state["history"].append(record)

@@ -33,6 +33,13 @@ def _weighted_mean(loss: Tensor, weight: Tensor) -> Tensor:
     return (loss * weight).sum() / weight.sum().clamp(min=1e-6)
 
 
+def _known_only(logits: Tensor, known: Tensor | None) -> Tensor:
+    """logits [N, n_items] with the items no training row shows masked out: such an item would be
+    a negative of every row and the positive of none, and learn only "never clicked" (a new
+    item's content vector then says nothing of its content: issue 14)."""
+    return logits if known is None else logits.masked_fill(~known, float("-inf"))
+
+
 def sampled_softmax(h: Tensor, pos: Tensor, y: Tensor, neg: Tensor, negatives: Tensor,
                     log_q: Tensor) -> Tensor:
     """Cross-entropy of each positive against negatives shared by the batch: states h [N, d],
@@ -55,17 +62,20 @@ class PairObjective(nn.Module):
     """
 
     def __init__(self, model: Recommender, loss: Callable[[Tensor, Tensor, Tensor], Tensor],
-                 full: bool = False, l2: float = 0.0, log_q: Tensor | None = None):
+                 full: bool = False, l2: float = 0.0, log_q: Tensor | None = None,
+                 known: Tensor | None = None):
         super().__init__()
         self.model, self.loss, self.full, self.l2 = model, loss, full, l2
         # log(K q_i) of the negative sampler, for the shared sampled softmax.
         self.register_buffer("log_q", log_q, persistent=False)
+        # [n_items] bool, the full softmax's catalogue: items the phase's rows show (None: all).
+        self.register_buffer("known", known, persistent=False)
 
     def forward(self, users: Tensor, items: Tensor, weight: Tensor, negatives: Tensor | None = None) -> Tensor:
         if self.full:
             catalogue = torch.arange(self.model.n_items, device=users.device)
             u = self.model.user_vectors(users)
-            logits = u @ self.model.item_vectors(catalogue).T
+            logits = _known_only(u @ self.model.item_vectors(catalogue).T, self.known)
             ce = torch.logsumexp(logits, dim=1) - logits.gather(1, items[:, :1]).squeeze(1)
             loss = _weighted_mean(ce, weight)
         elif negatives is not None:
@@ -87,10 +97,11 @@ class NextItemObjective(nn.Module):
     of each item's expected count in such a sample, log(K q_i) [n_items] (a buffer, moved to the
     device once) -> mean cross-entropy over the real (input, next) positions."""
 
-    def __init__(self, model: Recommender, log_q: Tensor | None = None):
+    def __init__(self, model: Recommender, log_q: Tensor | None = None, known: Tensor | None = None):
         super().__init__()
         self.model = model
         self.register_buffer("log_q", log_q, persistent=False)
+        self.register_buffer("known", known, persistent=False)  # as PairObjective's
 
     def forward(self, seq: Tensor, weight: Tensor, negatives: Tensor | None = None) -> Tensor:
         inputs, targets = seq[:, :-1], seq[:, 1:]
@@ -99,7 +110,7 @@ class NextItemObjective(nn.Module):
         h, y = states[mask], targets[mask]
         w = weight.unsqueeze(1).expand_as(mask)[mask]
         if negatives is None:
-            ce = F.cross_entropy(h @ self.model.output_table().T, y, reduction="none")
+            ce = F.cross_entropy(_known_only(h @ self.model.output_table().T, self.known), y, reduction="none")
         else:  # looked up through the table: a sparse table's gradient holds these rows only
             ce = sampled_softmax(h, self.model.item_vectors(y), y, self.model.item_vectors(negatives),
                                  negatives, self.log_q)

@@ -27,6 +27,7 @@ from recsys.train.negatives import NegativeSampler
 from recsys.train.objectives import MultVAEObjective, NextItemObjective, PairObjective
 
 Batch = dict[str, np.ndarray]
+FIT, REFIT = "fit", "refit"
 CHECKSUM_MOD = 2**61 - 1
 
 
@@ -48,13 +49,24 @@ class Task:
     buffer: int
     uses_history = False
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
-        self.spec, self.t, self.counts = spec, t, counts
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
+                 valid_counts: np.ndarray | None = None):
+        self.spec, self.t = spec, t
         self.n_items = spec["model"]["n_items"]
-        self.sampler = NegativeSampler(self.n_items, counts if t.negative_sampling == "popularity" else None,
-                                       t.popularity_alpha)
+        # Rows per item in what each phase trains on: the fit reads train, the refit train + valid.
+        self.counts = {FIT: counts, REFIT: counts if valid_counts is None else counts + valid_counts}
+        self.set_phase(FIT)
+
+    def set_phase(self, phase: str) -> None:
+        """Negatives for `phase`: drawn among, and a full softmax over, the items its rows show
+        (`known`, None when that is all of them); an item no row shows is nobody's positive."""
+        counts = self.counts[phase]
+        self.sampler = NegativeSampler(counts, self.t.negative_sampling == "popularity", self.t.popularity_alpha)
+        known = torch.as_tensor(counts > 0)
+        self.known = None if known.all() or not known.any() else known
 
     def objective(self, model: Recommender) -> nn.Module:
+        """The loss module for the current `phase` (`set_phase` first for the refit)."""
         raise NotImplementedError
 
     def urls(self, phase: str) -> list[str]:
@@ -84,8 +96,9 @@ def row_weights(batch: Batch, t: TrainConfig) -> Tensor:
 
 
 class PairTask(Task):
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
-        super().__init__(spec, t, counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
+                 valid_counts: np.ndarray | None = None):
+        super().__init__(spec, t, counts, valid_counts)
         self.columns = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT] + ([S.RECENCY] if t.recency_half_life else [])
         self.batch_size, self.buffer = t.batch_size, t.shuffle_buffer
         self.full = self.shared = self.pooled = False
@@ -99,13 +112,14 @@ class PairTask(Task):
         # pool shared by the step, so a step touches at most B + pool item rows, not B x (1 + K).
         self.pooled = not softmax and large
         log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.shared else None
-        return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q)
+        return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q,
+                             self.known if self.full else None)
 
     def urls(self, phase: str) -> list[str]:
-        return [self.spec["urls"][S.TRAIN]] + ([self.spec["urls"][S.VALID]] if phase == "refit" else [])
+        return [self.spec["urls"][S.TRAIN]] + ([self.spec["urls"][S.VALID]] if phase == REFIT else [])
 
     def rows(self, phase: str) -> int:
-        return self.spec["rows"][S.TRAIN] + (self.spec["rows"][S.VALID] if phase == "refit" else 0)
+        return self.spec["rows"][S.TRAIN] + (self.spec["rows"][S.VALID] if phase == REFIT else 0)
 
     def empty_batch(self) -> Batch:
         return {S.USER_IDX: np.zeros(1, np.int32), S.ITEM_IDX: np.zeros(1, np.int32),
@@ -149,8 +163,9 @@ class HistoryTask(Task):
     columns = [S.USER_IDX, S.HISTORY_ITEMS, S.HISTORY_VALID]
     uses_history = True
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
-        super().__init__(spec, t, counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
+                 valid_counts: np.ndarray | None = None):
+        super().__init__(spec, t, counts, valid_counts)
         self.batch_size = t.history_batch_size
         # A history row is history_len entries wide: hold fewer rows than the pairs do.
         self.buffer = min(t.shuffle_buffer, 64 * self.batch_size)
@@ -170,7 +185,7 @@ class HistoryTask(Task):
         """The newest `max_len` items of each history (the fit leaves validation rows out); with
         `train.history_window: random` `max_len` items ending anywhere in it, with `all` all of it."""
         items = batch[S.HISTORY_ITEMS]
-        keep = np.ones(items.shape, bool) if phase == "refit" else batch[S.HISTORY_VALID] == 0
+        keep = np.ones(items.shape, bool) if phase == REFIT else batch[S.HISTORY_VALID] == 0
         skip, length = None, self.t.max_len
         if self.t.history_window == "random":
             skip = random_skips(items, keep, length, gen)
@@ -197,13 +212,14 @@ class SequenceTask(HistoryTask):
     """Next item at every position: full softmax, or sampled softmax above
     `train.full_softmax_max_items` (`train.sampled_negatives` shared by the batch)."""
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray):
-        super().__init__(spec, t, counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
+                 valid_counts: np.ndarray | None = None):
+        super().__init__(spec, t, counts, valid_counts)
         self.sampled = self.n_items > t.full_softmax_max_items
 
     def objective(self, model: Recommender) -> nn.Module:
         log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.sampled else None
-        return NextItemObjective(model, log_q)
+        return NextItemObjective(model, log_q, None if self.sampled else self.known)
 
     def loss(self, net, seq, weight, epoch, gen, device) -> Tensor:
         if not self.sampled:

@@ -107,7 +107,7 @@ def cut_cold(log: pd.DataFrame, share: float = 0.1, seed: int = SEED
 
 
 def recall_on(lists: dict, truth: pd.DataFrame, k: int = 50) -> np.ndarray:
-    """Per test user, the share of their truth items in their top k."""
+    """Per test user (in user order), the share of their truth items in their top k."""
     relevant = truth.groupby("user")["item"].apply(set)
     return np.array([len(set(lists.get(u, [])[:k]) & rel) / len(rel) for u, rel in relevant.items()])
 
@@ -125,7 +125,8 @@ def cold_protocol(args) -> None:
               *args.extra]
     models = "two_tower" if args.models == ",".join(MODELS) else args.models
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "protocol": "cold", "new_items": len(new),
-           "truth_rows": len(truth), "users": int(truth["user"].nunique()), "rows": []}
+           "truth_rows": len(truth), "users": int(truth["user"].nunique()), "extra": args.extra,
+           "user_ids": sorted(int(u) for u in truth["user"].unique()), "rows": []}
     for model in models.split(","):
         recalls = {}
         for kind, part in (("cold", cold), ("warm", warm)):
@@ -141,9 +142,9 @@ def cold_protocol(args) -> None:
         print(f"  {model}: cold / warm recall@50 = {ratio:.2f}", flush=True)
         out["rows"].append({"model": model, "cold_recall@50": float(recalls["cold"].mean()),
                             "warm_recall@50": float(recalls["warm"].mean()), "ratio": float(ratio),
-                            "cold_se": mean_se(recalls["cold"])[1], "warm_se": mean_se(recalls["warm"])[1]})
-    with open(os.path.join(REPO, ".bench", "quality-cold.json"), "w") as f:
-        json.dump(out, f, indent=2, default=float)
+                            "cold_se": mean_se(recalls["cold"])[1], "warm_se": mean_se(recalls["warm"])[1],
+                            "cold_per_user": recalls["cold"].tolist(), "warm_per_user": recalls["warm"].tolist()})
+    save(out, args)
 
 
 class Judge:
@@ -383,6 +384,11 @@ def main() -> None:
             print(f"paired NDCG@10 {a} - {b}: {diff:+.4f} ± {se:.4f} ({diff / se if se else 0:+.1f} SE)")
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "protocol": args.protocol, "rows": rows,
            "users": len(judge.users), "user_ids": [int(u) for u in judge.users], "cut_rows": len(cut), "extra": args.extra}
+    save(out, args)
+
+
+def save(out: dict, args) -> None:
+    """.bench/quality[-protocol][-models].json: per-user figures, so later runs can be paired."""
     name = "quality.json" if args.models == ",".join(MODELS) else f"quality-{re.sub(r'[^A-Za-z0-9_.]+', '-', args.models)}.json"
     if args.protocol != "userlast":
         name = name.replace("quality", f"quality-{args.protocol}", 1)
