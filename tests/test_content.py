@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from recsys import schema as S
 from recsys.models import build_model
-from recsys.models.content import TextCNN
+from recsys.models.content import SideFeatures, TextCNN, kept_ids
 from recsys.models.features import FeatureTable
 from recsys.prep import vocab
 from recsys.prep.pipeline import prepare
@@ -72,6 +72,22 @@ def test_a_sequence_models_items_read_their_content_and_new_ones_read_nothing_el
     loaded.load_state_dict(model.state_dict())
     seq = torch.tensor([[-1, 0, 2, 4]])
     torch.testing.assert_close(loaded.score_histories(seq), model.score_histories(seq))
+
+
+def test_an_id_without_history_reads_its_count_as_zero_and_what_it_lacks_as_the_mean():
+    """Standardised activity columns (count, recency) then a side attribute: a new item keeps its
+    count (the lowest: it has no interactions, so it ranks as the unpopular item it is) and
+    reads the recency it does not have as the mean (0); so does a trained item whose id is
+    dropped in training, except that its count is its own."""
+    numeric = torch.tensor([[1.5, 2.0, 0.3], [0.5, -0.7, 0.3], [-2.0, 0.9, 0.1]])
+    items = FeatureTable(categorical=torch.zeros(3, 0, dtype=torch.long), cardinalities=[], numeric=numeric,
+                         multi_hot=torch.zeros(3, 0), history=torch.tensor([True, True, False]), activity=2)
+    side = SideFeatures(items)
+    ids = torch.arange(3)
+    torch.testing.assert_close(side(ids, kept_ids(items.history, 0.0, False)),
+                               torch.tensor([[1.5, 2.0, 0.3], [0.5, -0.7, 0.3], [-2.0, 0.0, 0.1]]))
+    dropped = torch.zeros(3, 1)  # id dropout drew every row
+    torch.testing.assert_close(side(ids, dropped), torch.tensor([[1.5, 0.0, 0.3], [0.5, 0.0, 0.3], [-2.0, 0.0, 0.1]]))
 
 
 N_USERS = 24

@@ -66,8 +66,13 @@ def kept_ids(history: Tensor, p: float, training: bool) -> Tensor:
 class SideFeatures(nn.Module):
     """The side-table columns of ids -> one vector each, `width` wide: categorical embeddings,
     numeric columns, multi-hot through a linear map, list encoders. The table rides along as
-    buffers, so a loaded model needs no feature files. The activity columns (counts, recency:
-    what an id without history lacks) are multiplied by `keep`, so a new id reads as the mean."""
+    buffers, so a loaded model needs no feature files.
+
+    The activity columns other than the first (recency, age, mean value: undefined for an id
+    without history) are multiplied by `keep`, so there a new id reads as the mean. The first,
+    the id's interaction count, is true for every id, a new one's 0 included: an item with no
+    interactions then scores as the unpopular item it is. Read as the mean, a new item outranked
+    the items with a few interactions (cold-item bench, warm run: recall@50 0.49 against 0.79)."""
 
     def __init__(self, features: FeatureTable):
         super().__init__()
@@ -90,7 +95,7 @@ class SideFeatures(nn.Module):
         parts = [emb(cat[:, j]) for j, emb in enumerate(self.cats)]
         num = self.f_num[ids]
         if self.activity:
-            num = torch.cat([num[:, :self.activity] * keep, num[:, self.activity:]], dim=1)
+            num = torch.cat([num[:, :1], num[:, 1:self.activity] * keep, num[:, self.activity:]], dim=1)
         parts.append(num)
         if self.multi is not None:
             parts.append(self.multi(self.f_multi[ids]))

@@ -26,8 +26,9 @@ class FeatureTable:
     numeric: Tensor  # [n, D] float32, standardised
     multi_hot: Tensor  # [n, W] float32
     history: Tensor  # [n] bool
-    # The leading numeric columns that describe activity (counts, recency): what an id without
-    # history does not have, so the towers drop them together with the id embedding.
+    # The leading numeric columns that describe activity (the count first, then recency, age,
+    # mean value): the towers drop all but the count, which is 0 for an id without history,
+    # together with the id embedding.
     activity: int = 0
     lists: list[Tensor] = field(default_factory=list)  # each [n, L] int64 ids, 0 = padding
     list_specs: list[dict] = field(default_factory=list)  # each {"name", "kind", "cardinality", "length"}

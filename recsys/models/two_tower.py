@@ -15,11 +15,11 @@ class Tower(nn.Module):
     """id embedding + the side features (categorical, numeric, multi-hot, a text CNN over words,
     bags of genres or tags: content.py `SideFeatures`) -> MLP -> unit vector.
 
-    The id embedding and the activity features (counts, recency: what an id without history
-    lacks) are zeroed for ids without history (never trained) and, during training, for a
-    random `id_dropout` share of rows, so the content features alone learn to place a new user
-    or item as they will be asked to: with list features the item tower is the content item
-    encoder.
+    The id embedding and the activity features an id without history lacks (recency, age; its
+    count stays: `SideFeatures`) are zeroed for ids without history (never trained) and, during
+    training, for a random `id_dropout` share of rows, so the content features alone learn to
+    place a new user or item as they will be asked to: with list features the item tower is the
+    content item encoder.
     """
 
     def __init__(self, features: FeatureTable, dim: int, hidden: list[int], dropout: float,
