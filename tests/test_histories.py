@@ -14,7 +14,7 @@ from recsys.models import build_model
 from recsys.prep.pipeline import prepare
 from recsys.ranking.topk import ragged_tail
 from recsys.snapshot import Histories, read_histories, right_align, snapshot_path
-from recsys.train.tasks import SetTask, random_skips
+from recsys.train.tasks import SetTask, phase_counts, random_skips
 
 from conftest import CONF, NOW, make_config, write_csv
 
@@ -44,8 +44,8 @@ def test_history_window_all_trains_on_the_whole_history_and_scores_the_newest():
     spec = {"model": {"n_items": 9}, "history_len": 6}
     batch = {S.HISTORY_ITEMS: np.array([[1, 2, 3, 4, 5, 6]]), S.HISTORY_VALID: np.array([[0, 0, 0, 0, 0, 1]])}
     gen = torch.Generator().manual_seed(0)
-    newest = SetTask(spec, TrainConfig(max_len=2), np.ones(9))
-    whole = SetTask(spec, TrainConfig(max_len=2, history_window="all"), np.ones(9))
+    newest = SetTask(spec, TrainConfig(max_len=2), phase_counts(np.ones(9), np.zeros(9)))
+    whole = SetTask(spec, TrainConfig(max_len=2, history_window="all"), phase_counts(np.ones(9), np.zeros(9)))
     assert newest.sequences(batch, "fit", gen).tolist() == [[4, 5]]
     assert whole.sequences(batch, "fit", gen).tolist() == [[-1, 1, 2, 3, 4, 5]]
     assert whole.sequences(batch, "refit", gen).tolist() == [[1, 2, 3, 4, 5, 6]]

@@ -16,7 +16,7 @@ from recsys.train.loop import load_state, save_state
 from recsys.train.losses import LOSSES
 from recsys.train.objectives import PairObjective
 from recsys.train.sparse import GradientExchange, Optimizers, make_sparse, touched
-from recsys.train.tasks import PairTask
+from recsys.train.tasks import PairTask, phase_counts
 
 N_USERS, N_ITEMS, DIM = 1000, 500, 8
 MF = {"model": "mf", "n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM}
@@ -210,7 +210,7 @@ def test_above_the_threshold_per_row_negatives_come_from_a_pool_shared_by_the_st
     spec = {"model": {"model": "neumf", "n_users": 100, "n_items": n_items, "dim": 8, "hidden": [16, 8],
                       "dropout": 0.0}, "loss": "bce"}
     t = TrainConfig(negatives=8, sampled_negatives=32, full_softmax_max_items=1000)
-    task = PairTask(spec, t, np.ones(n_items))
+    task = PairTask(spec, t, phase_counts(np.ones(n_items), np.zeros(n_items)))
     net = task.objective(build_model(spec["model"]))
     Optimizers(net, t)
     g = torch.Generator().manual_seed(0)

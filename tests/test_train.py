@@ -17,13 +17,13 @@ from recsys import schema as S
 from recsys.config import TrainConfig
 from recsys.artifacts import load_artifact
 from recsys.errors import ConfigError, MissingInputError, SnapshotError
+from recsys.models import build_model
 from recsys.models.base import Dropout
 from recsys.prep.pipeline import prepare
 from recsys.snapshot import snapshot_path
 from recsys.train.job import TrainingError, train
-from recsys.models import build_model
 from recsys.train.negatives import NegativeSampler
-from recsys.train.tasks import PairTask, pair_checksum, row_weights
+from recsys.train.tasks import PairTask, pair_checksum, phase_counts, row_weights
 
 from conftest import NOW, make_config, write_csv
 
@@ -243,7 +243,7 @@ def test_items_no_training_row_shows_are_never_negatives():
         drawn = NegativeSampler(counts, popularity).sample(200, 50, g)
         assert set(drawn.unique().tolist()) == {0, 2, 4}
     spec = {"model": {"model": "mf", "n_users": 4, "n_items": 6, "dim": 4}, "loss": "softmax"}
-    task = PairTask(spec, TrainConfig(), counts, valid_counts=np.array([0, 0, 0, 2, 0, 0]))
+    task = PairTask(spec, TrainConfig(), phase_counts(counts, np.array([0, 0, 0, 2, 0, 0])))
     batch = {S.USER_IDX: np.array([0, 1, 2, 3], np.int32), S.ITEM_IDX: np.array([0, 2, 4, 0], np.int32),
              S.WEIGHT: np.ones(4, np.float32)}
     touched = {}

@@ -2,7 +2,8 @@
 
 The user's training items are excluded from the ranking, as they are when recommendations are
 published, and so are the items no training row shows (prepare drops validation rows of such an
-item, and the score job publishes one only from its content, on request), and every metric of `metrics.METRICS` is computed at each K, plus:
+item, and the score job publishes one only from its content, on request). Every metric of
+`metrics.METRICS` is computed at each K, plus:
 
 - coverage@K: the share of the catalogue that appears in at least one evaluated user's top K
   (slots a user could not fill, having seen nearly every item, are empty, not items);
@@ -111,6 +112,7 @@ class Evaluator:
         diversity = {k: [0.0, 0] for k in self.ks}  # sum over lists, lists
         pct = {k: 0.0 for k in self.ks}
         tops, top_scores = [], []
+        blocked = None if self.unranked is None else self.unranked.to(device)
         for lo in range(0, len(self.users), self.batch):
             users = self.users[lo:lo + self.batch]
             # A copy where the score function returned a view (popularity's expanded row):
@@ -118,7 +120,6 @@ class Evaluator:
             scores = score_fn(torch.as_tensor(users, device=device).long()).to(device)
             if scores._base is not None:
                 scores = scores.clone()
-            blocked = None if self.unranked is None else self.unranked.to(scores.device)
             top_values, top = top_k(exclude_(scores, *self.seen.rows(users), blocked), kmax)
             relevant = self.valid.mask(users, self.n_items).to(device)
             hits = relevant.gather(1, top)

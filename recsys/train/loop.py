@@ -37,7 +37,7 @@ from recsys.train import failures
 from recsys.train.progress import Progress
 from recsys.train.reader import open_shards, rebatch
 from recsys.train.sparse import GradientExchange, Optimizers, replica_fingerprint
-from recsys.train.tasks import CHECKSUM_MOD, FIT, REFIT, TASKS, Task
+from recsys.train.tasks import CHECKSUM_MOD, FIT, REFIT, TASKS, Task, phase_counts
 from recsys.train.validation import Validation, item_counts
 
 log = logging.getLogger("recsys.train")
@@ -108,8 +108,8 @@ def _train(ctx: D.DistContext, spec: dict[str, Any]) -> dict[str, Any]:
                     load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
     elif spec["model"].get("item_features"):  # a sequence model with train.item_content
         features = (None, load_features(paths[S.ITEMS], S.ITEM_IDX, "popularity"))
-    task = TASKS[spec["task"]](spec, t, item_counts(paths[S.TRAIN], n_items),
-                               item_counts(paths[S.VALID], n_items))
+    counts = phase_counts(item_counts(paths[S.TRAIN], n_items), item_counts(paths[S.VALID], n_items))
+    task = TASKS[spec["task"]](spec, t, counts)
     validation = Validation(paths, n_items, t, task.uses_history) if ctx.is_main else None
     run = Run(ctx, spec, t, task, features)
 

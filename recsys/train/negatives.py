@@ -20,10 +20,12 @@ class NegativeSampler:
     def __init__(self, counts: np.ndarray, popularity: bool = False, alpha: float = 0.75):
         self.n_items = len(counts)
         known = counts > 0 if (counts > 0).any() else np.ones(len(counts), bool)
+        # [n_items] bool, the items that can be drawn; None: all of them.
+        self.known = None if known.all() else torch.as_tensor(known)
         self.cdf = None
         if popularity:
             w = np.power(counts.astype(np.float64) + 1.0, alpha) * known
-        elif not known.all():
+        elif self.known is not None:
             w = known.astype(np.float64)
         else:
             return  # uniform over the whole catalogue: no table needed

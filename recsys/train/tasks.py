@@ -31,6 +31,11 @@ FIT, REFIT = "fit", "refit"
 CHECKSUM_MOD = 2**61 - 1
 
 
+def phase_counts(train: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows per item in what each phase trains on: the fit reads train, the refit train + valid."""
+    return {FIT: train, REFIT: train + valid}
+
+
 def pair_checksum(users: np.ndarray, items: np.ndarray, n_items: int) -> int:
     """Order-free fingerprint of a set of rows: sum of (user * n_items + item), modulo a prime."""
     keys = users.astype(np.int64) * n_items + items.astype(np.int64)
@@ -49,21 +54,17 @@ class Task:
     buffer: int
     uses_history = False
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
-                 valid_counts: np.ndarray | None = None):
-        self.spec, self.t = spec, t
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: dict[str, np.ndarray]):
+        """`counts`: rows per item in what each phase trains on (`phase_counts`)."""
+        self.spec, self.t, self.counts = spec, t, counts
         self.n_items = spec["model"]["n_items"]
-        # Rows per item in what each phase trains on: the fit reads train, the refit train + valid.
-        self.counts = {FIT: counts, REFIT: counts if valid_counts is None else counts + valid_counts}
         self.set_phase(FIT)
 
     def set_phase(self, phase: str) -> None:
         """Negatives for `phase`: drawn among, and a full softmax over, the items its rows show
-        (`known`, None when that is all of them); an item no row shows is nobody's positive."""
-        counts = self.counts[phase]
-        self.sampler = NegativeSampler(counts, self.t.negative_sampling == "popularity", self.t.popularity_alpha)
-        known = torch.as_tensor(counts > 0)
-        self.known = None if known.all() or not known.any() else known
+        (`sampler.known`); an item no row shows is nobody's positive."""
+        self.sampler = NegativeSampler(self.counts[phase], self.t.negative_sampling == "popularity",
+                                       self.t.popularity_alpha)
 
     def objective(self, model: Recommender) -> nn.Module:
         """The loss module for the current `phase` (`set_phase` first for the refit)."""
@@ -96,9 +97,8 @@ def row_weights(batch: Batch, t: TrainConfig) -> Tensor:
 
 
 class PairTask(Task):
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
-                 valid_counts: np.ndarray | None = None):
-        super().__init__(spec, t, counts, valid_counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: dict[str, np.ndarray]):
+        super().__init__(spec, t, counts)
         self.columns = [S.USER_IDX, S.ITEM_IDX, S.WEIGHT] + ([S.RECENCY] if t.recency_half_life else [])
         self.batch_size, self.buffer = t.batch_size, t.shuffle_buffer
         self.full = self.shared = self.pooled = False
@@ -113,7 +113,7 @@ class PairTask(Task):
         self.pooled = not softmax and large
         log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.shared else None
         return PairObjective(model, LOSSES[self.spec["loss"]], self.full, self.t.l2, log_q,
-                             self.known if self.full else None)
+                             self.sampler.known if self.full else None)
 
     def urls(self, phase: str) -> list[str]:
         return [self.spec["urls"][S.TRAIN]] + ([self.spec["urls"][S.VALID]] if phase == REFIT else [])
@@ -163,9 +163,8 @@ class HistoryTask(Task):
     columns = [S.USER_IDX, S.HISTORY_ITEMS, S.HISTORY_VALID]
     uses_history = True
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
-                 valid_counts: np.ndarray | None = None):
-        super().__init__(spec, t, counts, valid_counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: dict[str, np.ndarray]):
+        super().__init__(spec, t, counts)
         self.batch_size = t.history_batch_size
         # A history row is history_len entries wide: hold fewer rows than the pairs do.
         self.buffer = min(t.shuffle_buffer, 64 * self.batch_size)
@@ -212,14 +211,13 @@ class SequenceTask(HistoryTask):
     """Next item at every position: full softmax, or sampled softmax above
     `train.full_softmax_max_items` (`train.sampled_negatives` shared by the batch)."""
 
-    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: np.ndarray,
-                 valid_counts: np.ndarray | None = None):
-        super().__init__(spec, t, counts, valid_counts)
+    def __init__(self, spec: dict[str, Any], t: TrainConfig, counts: dict[str, np.ndarray]):
+        super().__init__(spec, t, counts)
         self.sampled = self.n_items > t.full_softmax_max_items
 
     def objective(self, model: Recommender) -> nn.Module:
         log_q = self.sampler.log_expected_counts(self.t.sampled_negatives) if self.sampled else None
-        return NextItemObjective(model, log_q, None if self.sampled else self.known)
+        return NextItemObjective(model, log_q, None if self.sampled else self.sampler.known)
 
     def loss(self, net, seq, weight, epoch, gen, device) -> Tensor:
         if not self.sampled:
