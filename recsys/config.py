@@ -242,10 +242,11 @@ class TrainConfig:
     history_window: str = "newest"
     blocks: int = 2  # sasrec: transformer blocks; gru4rec: GRU layers
     graph_layers: int = 3  # lightgcn: propagation steps over the user-item graph
-    # lightgcn propagates the whole graph every step, so an epoch costs edges squared: refused
-    # above this many edges (measured: 0.36 s a step at 627k edges on 2 CPU workers, so about
-    # 4 minutes an epoch at 1M edges and an hour at 4M).
-    graph_max_edges: int = 1_000_000
+    # lightgcn: neighbours a training step reads per node per layer, sampled (null: all of them,
+    # the exact propagation, whose step cost grows with the graph).
+    graph_fanout: int | None = 5
+    # lightgcn: every worker holds the graph in memory (about 24 bytes an edge): refused above.
+    graph_max_edges: int = 20_000_000
     heads: int = 2  # sasrec: attention heads (dim must be a multiple)
     # The softmax loss (sequence models; mf and two_tower) scores every item up to this many,
     full_softmax_max_items: int = 20000
@@ -562,6 +563,9 @@ def _check_train(t: TrainConfig, model: str) -> None:
             raise ConfigError(f"{key(name)} must be at least 1, got {getattr(t, name)}")
     if t.graph_layers < 0:
         raise ConfigError(f"{key('graph_layers')} must be at least 0, got {t.graph_layers}")
+    if t.graph_fanout is not None and t.graph_fanout < 1:
+        raise ConfigError(f"{key('graph_fanout')} must be at least 1 (or null: every neighbour), "
+                          f"got {t.graph_fanout}")
     for name in ("lr", "table_lr"):
         if getattr(t, name) is not None and getattr(t, name) <= 0:
             raise ConfigError(f"{key(name)} must be positive, got {getattr(t, name)}")

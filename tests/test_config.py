@@ -35,6 +35,7 @@ def test_file_then_overrides_take_precedence(tmp_path):
     ("train.optimizer=sgd", "train.optimizer must be one of"),
     ("train.table_lr=0", "train.table_lr must be positive, got 0"),
     ("train.per_model.mf.lr=-0.1", "train.per_model.mf.lr must be positive, got -0.1"),
+    ("train.per_model.lightgcn.graph_fanout=0", "train.per_model.lightgcn.graph_fanout must be at least 1"),
     ("score.gate.max_gini_increase=1.5", "score.gate.max_gini_increase must be in [0, 1] (null: off), got 1.5"),
     ("score.gate.max_coverage_drop=-0.1", "score.gate.max_coverage_drop must be in [0, 1]"),
     ("score.gate.max_coverage_drop=high", "score.gate.max_coverage_drop must be float"),

@@ -142,8 +142,8 @@ def test_a_checkpoint_of_lazy_adams_earlier_state_layout_resumes_the_same():
 @pytest.mark.parametrize("optimizer", ["sparse_adam", "rowwise_adagrad"])
 def test_a_table_updated_whole_tells_autograd_it_changed(optimizer):
     """A full softmax gives a table a dense gradient and the row optimiser updates it in place;
-    autograd's version counter must move, or a graph cached on the old weights (lightgcn's
-    propagation) would be reused after the step."""
+    autograd's version counter must move, or a tensor saved for backward from the old weights
+    would be taken as current after the step."""
     net, opt = setup(optimizer)
     weight = net.model.item.weight
     (net.model.item.weight * 1.0).sum().backward()  # read whole, not looked up: a dense gradient

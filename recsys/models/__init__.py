@@ -28,7 +28,7 @@ def build_model(spec: dict[str, Any], users: FeatureTable | None = None,
     if name in ("mf", "als"):  # ALS's factors are an MF without biases
         return MatrixFactorization(spec["n_users"], spec["n_items"], spec["dim"])
     if name == "lightgcn":
-        return LightGCN(spec["n_users"], spec["n_items"], spec["dim"], spec["layers"])
+        return LightGCN(spec["n_users"], spec["n_items"], spec["dim"], spec["layers"], spec.get("fanout"))
     if name == "neumf":
         return NeuMF(spec["n_users"], spec["n_items"], spec["dim"], spec["hidden"], spec["dropout"])
     if name == "two_tower":

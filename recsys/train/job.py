@@ -88,16 +88,17 @@ def check_histories(snap: snapshot.Snapshot, name: str, t: TrainConfig) -> dict[
 
 
 def check_graph(snap: snapshot.Snapshot, t: TrainConfig) -> int:
-    """lightgcn needs the snapshot's graph, no larger than it can propagate every step."""
+    """lightgcn needs the snapshot's graph, no larger than every worker can hold in memory."""
     edges = snap.rows.get(S.GRAPH)
     if edges is None or not fsio.exists(snap.dataset(S.GRAPH)):
         raise SnapshotError(f"lightgcn propagates over the user-item graph, and the snapshot at "
                             f"{snap.path} has none (written before graphs existed?): re-run prepare "
                             f"for ds={snap.ds}")
     if edges > t.graph_max_edges:
-        raise ConfigError(f"lightgcn propagates the whole graph on every step: the graph of ds={snap.ds} "
-                          f"has {edges} edges, above train.graph_max_edges={t.graph_max_edges}; "
-                          "choose another model or raise the limit")
+        raise ConfigError(f"lightgcn holds the user-item graph in every worker's memory (about 24 bytes "
+                          f"an edge): the graph of ds={snap.ds} has {edges} edges, above "
+                          f"train.graph_max_edges={t.graph_max_edges}; choose another model or raise "
+                          "the limit where the workers have the memory")
     return edges
 
 
@@ -112,7 +113,7 @@ def model_spec(t: TrainConfig, name: str, snap: snapshot.Snapshot) -> dict[str, 
         spec.update(max_len=t.max_len, blocks=t.blocks, heads=t.heads,
                     vae_hidden=list(t.vae_hidden), vae_dropout=t.vae_dropout)
     if name == "lightgcn":
-        spec["layers"] = t.graph_layers
+        spec.update(layers=t.graph_layers, fanout=t.graph_fanout)
     if name == "two_tower":
         spec["user_features"] = load_features(snap.dataset(S.USERS), S.USER_IDX, "n_train").shapes()
         spec["item_features"] = load_features(snap.dataset(S.ITEMS), S.ITEM_IDX, "popularity").shapes()

@@ -30,7 +30,7 @@ from recsys.config import TrainConfig
 from recsys.faults import maybe_fail
 from recsys.models import build_model
 from recsys.models.features import load_features
-from recsys.models.graph import adjacency
+from recsys.models.graph import Graph
 from recsys.snapshot import read_graph
 from recsys.train import distributed as D
 from recsys.train import failures
@@ -85,7 +85,7 @@ class Run:
         if spec["model"]["model"] == "lightgcn":  # the fit's graph has no validation edges
             m = spec["model"]
             edges = read_graph(spec["paths"][S.GRAPH], refit=phase == REFIT)
-            self.model.set_graph(adjacency(*edges, m["n_users"], m["n_items"]))
+            self.model.set_graph(Graph(*edges, m["n_users"], m["n_items"]))
         task.set_phase(phase)
         self.net = task.objective(self.model).to(ctx.device)
         self.opt = Optimizers(self.net, t)  # switches the id tables to sparse gradients

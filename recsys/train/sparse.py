@@ -91,7 +91,7 @@ class RowAdam(RowOptimizer):
              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, capturable=False,
              differentiable=False, grad_scale=None, found_inf=None, has_complex=False)
         if rows is None:  # updated in place by a kernel that autograd does not see: say so, so
-            increment_version(p)  # nothing saved for backward (e.g. lightgcn's cache) looks current
+            increment_version(p)  # nothing saved for backward looks current
         else:
             for table, x in ((p, w), (state["exp_avg"], m), (state["exp_avg_sq"], v)):
                 table.index_put_((rows,), x)

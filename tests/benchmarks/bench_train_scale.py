@@ -6,7 +6,8 @@ prints per size and model: samples/s per worker, bytes a worker sends per step, 
 where a step's time goes, epoch seconds, peak RSS per worker, and the ratio of samples/s at the
 largest size to the smallest. `--baseline` also trains mf with `optimizer=adam` in place of its own (every
 row updated and exchanged every step) at the smallest size, for the sparse/dense ratio of the
-same run. Logs and snapshots are kept under the workdir and reused.
+same run, and (with `--models ... lightgcn`) lightgcn reading every neighbour (`graph_fanout=null`,
+the exact propagation, which at that size reaches the whole graph) against its sampled default. Logs and snapshots are kept under the workdir and reused.
 
     .venv/bin/python tests/benchmarks/bench_train_scale.py [--models mf neumf two_tower] [--baseline]
 """
@@ -70,7 +71,7 @@ def train(root: str, model: str, overrides: list[str], log_base: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=(*MODELS, "lightgcn"))
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--baseline", action="store_true", help="also mf with optimizer=adam at the smallest size")
     ap.add_argument("--workdir", default=os.path.join(REPO, ".bench", "scale"))
@@ -86,10 +87,15 @@ def main() -> None:
         runs = [(m, []) for m in args.models]
         if args.baseline and size == args.sizes[0]:
             runs.append(("mf", ["train.per_model.mf.optimizer=adam"]))  # over mf's own
+            if "lightgcn" in args.models:
+                runs.append(("lightgcn", ["train.per_model.lightgcn.graph_fanout=null"]))
         for model, extra in runs:
-            label = model + (" (adam)" if extra else "")
+            variant = ("adam" if model == "mf" else "every neighbour") if extra else ""
+            label = model + (f" ({variant})" if variant else "")
             print(f"  training {label} ...", flush=True)
-            r = train(root, model, [*args.overrides, *extra], os.path.join(workdir, f"train-{size.replace(' ', '')}-{model}{'-adam' if extra else ''}"))
+            r = train(root, model, [*args.overrides, *extra],
+                      os.path.join(workdir, f"train-{size.replace(' ', '')}-{model}"
+                                            + (f"-{variant.replace(' ', '-')}" if variant else "")))
             r.update(size=size, label=label)
             results.append(r)
             if "error" not in r:
@@ -122,6 +128,9 @@ def main() -> None:
     if (small, "mf") in rate and (small, "mf (adam)") in rate:
         print(f"{small}: mf sparse ({results[0]['optimizer']}) / dense adam samples/s = "
               f"{rate[(small, 'mf')] / rate[(small, 'mf (adam)')]:.2f}")
+    if (small, "lightgcn") in rate and (small, "lightgcn (every neighbour)") in rate:
+        print(f"{small}: lightgcn sampled / every neighbour samples/s = "
+              f"{rate[(small, 'lightgcn')] / rate[(small, 'lightgcn (every neighbour)')]:.2f}")
     path = os.path.join(workdir, "bench_train_scale.json")
     with open(path, "w") as f:
         json.dump({"machine": info, "overrides": args.overrides, "results": results}, f, indent=2)
