@@ -187,6 +187,9 @@ class TrainConfig:
     blend_members: int = 3  # blends of up to this many of the best candidates (1: no blends)
     blend_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])  # of the first of two
     select_every: int = 7  # days between bake-offs
+    # A bake-off replaces the published model (or blend) only with one better on validation by
+    # more than this many paired standard errors over the same users (0: the best, ties kept).
+    switch_se: float = 1.0
     num_processes: int = 2  # data-parallel workers launched by TorchDistributor
     local_mode: bool = True  # workers on the driver's machine; false: on Spark executors
     use_gpu: bool | None = None  # None: the GPU when torch sees one (NCCL), else CPU (Gloo)
@@ -413,6 +416,8 @@ class Config:
             raise ConfigError(f"train.candidates names a model twice: {self.train.candidates}")
         if self.train.blend_members < 1 or self.train.select_every < 1:
             raise ConfigError("train.blend_members and train.select_every must be at least 1")
+        if self.train.switch_se < 0:
+            raise ConfigError(f"train.switch_se must be at least 0, got {self.train.switch_se}")
         if any(not 0 < w < 1 for w in self.train.blend_weights):
             raise ConfigError(f"train.blend_weights must lie strictly between 0 and 1, got {self.train.blend_weights}")
         if self.train.loss is not None:

@@ -104,3 +104,35 @@ def test_each_of_the_best_candidates_is_blended_with_every_weaker_one():
     assert [w for m, w in plans if m == ["gru4rec", "als"]] == [[0.25, 0.75], [0.75, 0.25]]
     assert [m for m, w in plans if len(m) == 3] == [["ease", "gru4rec", "sasrec"]] * 4
     assert blend_plans(ranked, 1, [0.5]) == [] and blend_plans(["mf"], 3, [0.5]) == []
+
+
+def test_a_bakeoff_keeps_the_published_model_unless_a_challenger_wins_by_its_paired_se():
+    import numpy as np
+    from recsys.train.select import switch_check
+    rng = np.random.default_rng(0)
+    incumbent = rng.random(2000)
+    noise = rng.normal(0, 0.05, 2000)
+    # a hair better on average, well inside the noise of the paired difference: kept
+    assert switch_check(incumbent + 0.001 + noise, incumbent, 1.0)["kept"]
+    # better on almost every user: switched, and 0 switches to any better challenger
+    assert not switch_check(incumbent + 0.02 + noise, incumbent, 1.0)["kept"]
+    assert not switch_check(incumbent + 0.001 + noise, incumbent, 0.0)["kept"]
+
+
+def test_the_night_switches_only_when_the_challenger_is_clearly_better(spark, night, tmp_path):
+    root, cfg, _, _ = night
+    import shutil
+    shutil.copytree(root / "data", tmp_path / "data")
+
+    def bakeoff(*settings):
+        m = train(spark, make_config(tmp_path, f"input.path={cfg.input.path}", *SETTINGS, *settings), DS)
+        return m["outputs"]["model"], read_selection(str(tmp_path), DS)
+
+    assert bakeoff("train.candidates=[mf]", "train.epochs=2")[0] == "mf"
+    # sasrec, planted to win, beats the published mf by many SE: kept only under an absurd margin
+    model, record = bakeoff("train.switch_se=1000")
+    assert model == "mf" and record["winner"]["model"] == "mf"
+    assert record["switch"]["kept"] and record["switch"]["challenger"] == "sasrec"
+    assert record["switch"]["gain"] > 2 * record["switch"]["se"] > 0
+    model, record = bakeoff()  # the default margin: the re-run's bake-off switches
+    assert model == "sasrec" and not record["switch"]["kept"] and record["switch"]["incumbent"] == "mf"

@@ -66,6 +66,12 @@ def popularity_percentile(popularity: np.ndarray) -> np.ndarray:
     return 100.0 * np.searchsorted(np.sort(popularity), popularity, side="left") / len(popularity)
 
 
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of `values` (per-user metrics, or paired differences)."""
+    n = len(values)
+    return float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+
+
 class Evaluator:
     """Holds the validation pairs and each evaluated user's seen (training) items.
 
@@ -95,6 +101,7 @@ class Evaluator:
         self.categories = None if categories is None else category_sets(categories)
         self.batch = max(1, batch_cells // max(1, n_items))
         self.standard_errors: dict[str, float] = {}  # of the last evaluation's per-user metrics
+        self.per_user: dict[str, np.ndarray] = {}  # the last evaluation's metrics per user, in users' order
         self.top_items: np.ndarray | None = None  # the last evaluation's top-K lists (collect=True)
         self.top_scores: np.ndarray | None = None
         self.exposure: dict[int, np.ndarray] = {}  # the last evaluation's slots per item, per K
@@ -106,8 +113,7 @@ class Evaluator:
         """Mean of each metric over the evaluated users: {'ndcg@10': ..., 'coverage@10': ...}.
         `on_batch(batches done, users done)` is called after each batch of users (progress)."""
         kmax = min(self.ks[-1], self.n_items)
-        sums = {f"{m}@{k}": 0.0 for m in METRICS for k in self.ks}
-        squares = dict.fromkeys(sums, 0.0)
+        per_user: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for m in METRICS for k in self.ks}
         exposure = {k: np.zeros(self.n_items, np.int64) for k in self.ks}
         diversity = {k: [0.0, 0] for k in self.ks}  # sum over lists, lists
         pct = {k: 0.0 for k in self.ks}
@@ -128,9 +134,7 @@ class Evaluator:
             lists = torch.where(torch.isfinite(top_values).cpu(), top_cpu, -1).numpy()  # -1: empty slot
             for k in self.ks:
                 for name, fn in METRICS.items():
-                    values = fn(hits[:, :k], n_rel)
-                    sums[f"{name}@{k}"] += float(values.sum())
-                    squares[f"{name}@{k}"] += float((values * values).sum())
+                    per_user[f"{name}@{k}"].append(fn(hits[:, :k], n_rel).double().cpu().numpy())
                 exposure[k] += exposure_counts(lists[:, :k], self.n_items)
                 if self.categories is not None:
                     d = intra_list_diversity(lists[:, :k], self.categories)
@@ -144,9 +148,9 @@ class Evaluator:
             if on_batch is not None:
                 on_batch(lo // self.batch + 1, lo + len(users))
         n = max(1, len(self.users))
-        out = {key: value / n for key, value in sums.items()}
-        self.standard_errors = {key: float(np.sqrt(max(squares[key] / n - out[key] ** 2, 0.0) / max(n - 1, 1)))
-                                for key in sums}
+        self.per_user = {key: np.concatenate(v) if v else np.zeros(0) for key, v in per_user.items()}
+        out = {key: float(v.sum()) / n for key, v in self.per_user.items()}
+        self.standard_errors = {key: standard_error(v) for key, v in self.per_user.items()}
         for k in self.ks:
             out[f"coverage@{k}"] = float(np.mean(exposure[k] > 0))
             if self.percentile is not None:

@@ -6,8 +6,9 @@ measures each one's first-fit weights on the same validation users with the same
 (the metric the gate uses, with standard errors), then linear blends (per-user standardised
 scores, weights from a small grid, also measured on validation): each of the best
 `train.blend_members` candidates with every weaker one, and mixes of the best three; it
-publishes the best of all as the selection. Only validation rows
-choose. Every `train.select_every` days the whole bake-off runs; on the nights between only the
+publishes the best of all as the selection, unless the model published before (measured
+again among them) is within `train.switch_se` paired standard errors of it: then that one
+stays. Only validation rows choose. Every `train.select_every` days the whole bake-off runs; on the nights between only the
 winner (or the blend's members) is retrained and the blend keeps its weights.
 
 A candidate that cannot run on this snapshot (EASE above its catalogue limit, a history model
@@ -21,6 +22,7 @@ import time
 from datetime import date
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from recsys import fsio
@@ -29,6 +31,7 @@ from recsys.artifacts import (FIT_WEIGHTS, WEIGHTS, Artifact, load_artifact, new
 from recsys.config import Config
 from recsys.errors import ConfigError, RecsysError, SnapshotError
 from recsys.models import build_model, history_length, reads_history
+from recsys.ranking.evaluator import standard_error
 from recsys.snapshot import Snapshot
 from recsys.storage import join, resolve_root
 from recsys.train.validation import Validation
@@ -104,16 +107,21 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
                             any(reads_history(s) for s in specs), max_len=max_len)
     fit_models = {name: a.load_model(fit=True) for name, a in trained.items()}
     metric = f"ndcg@{t.eval_k}"
+    per_user: dict[str, np.ndarray] = {}  # each measured row's metric per validation user
     for row in leaderboard:
         if row["model"] in fit_models:
             row.update(_measured(validation, fit_models[row["model"]], t.eval_k))
+            per_user[row["name"]] = validation.evaluator.per_user[metric]
 
     blends: list[tuple[list[str], list[float]]] = []
+    incumbent = None if previous is None else winner_name(previous["winner"])
     if due:
         ranked = [r["model"] for r in sorted((r for r in leaderboard if "skipped" not in r),
                                              key=lambda r: -r[metric])]
         blends = blend_plans(ranked, t.blend_members, t.blend_weights)
-    elif previous["winner"]["model"] == BLEND and set(previous["winner"]["members"]) <= set(trained):
+    if (previous is not None and previous["winner"]["model"] == BLEND
+            and set(previous["winner"]["members"]) <= set(trained)
+            and incumbent not in {blend_name(m, w) for m, w in blends}):
         blends.append((list(previous["winner"]["members"]), list(previous["winner"]["weights"])))
     for members, weights in blends:
         model = build_model({"model": BLEND, "members": [trained[n].config["model"] for n in members],
@@ -122,10 +130,20 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
             model.members[i].load_state_dict(fit_models[name].state_dict())
         row = {"name": blend_name(members, weights), "model": BLEND, "members": members, "weights": weights}
         row.update(_measured(validation, model, t.eval_k))
+        per_user[row["name"]] = validation.evaluator.per_user[metric]
         leaderboard.append(row)
         log.info("blend %s: %s %.4f", row["name"], metric, row[metric])
 
     best = max((r for r in leaderboard if "skipped" not in r), key=lambda r: r[metric])
+    kept = None
+    if due and incumbent in per_user and best["name"] != incumbent:
+        kept = switch_check(per_user[best["name"]], per_user[incumbent], t.switch_se)
+        kept.update(challenger=best["name"], incumbent=incumbent)
+        if kept["kept"]:
+            log.info("keeping %s: %s beats it on validation by %+.4f ± %.4f, less than "
+                     "train.switch_se=%g standard errors", incumbent, best["name"], kept["gain"],
+                     kept["se"], t.switch_se)
+            best = next(r for r in leaderboard if r["name"] == incumbent)
     if best["model"] == BLEND:
         artifact = publish_blend(root, ds, [trained[n] for n in best["members"]], best["weights"],
                                  {k: v for k, v in best.items() if "@" in k or k == "users"},
@@ -140,13 +158,29 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
         row["winner"] = row is best
     record = {"ds": ds, "bakeoff": due, "bakeoff_ds": ds if due else previous["bakeoff_ds"],
               "candidates": list(t.candidates), "metric": metric, "winner": winner,
-              "leaderboard": leaderboard, "snapshot": snap.path}
+              "leaderboard": leaderboard, "snapshot": snap.path, "switch": kept}
     path = write_selection(root, ds, record)
     log.info("selected %s (%s %.4f) among %d candidates and blends", best["name"], metric, best[metric],
              len(leaderboard))
     return {"winner": {**winner, "artifact": artifact.path, "metrics": artifact.metrics},
             "leaderboard": leaderboard, "bakeoff": due, "trained": sorted(trained), "path": path,
             "snapshot": snap.path}
+
+
+def winner_name(winner: dict[str, Any]) -> str:
+    """The leaderboard name of a selection's winner (a model, or a blend of its members)."""
+    return blend_name(winner["members"], winner["weights"]) if winner["model"] == BLEND else winner["model"]
+
+
+def switch_check(challenger: np.ndarray, incumbent: np.ndarray, switch_se: float) -> dict[str, Any]:
+    """Whether the bake-off keeps the incumbent: unless the challenger's per-user gain on the
+    same validation users exceeds `switch_se` paired standard errors. Blends a hair apart
+    trade places from one week's validation rows to the next; without this the published
+    table would follow that noise."""
+    diff = challenger - incumbent
+    gain, se = float(diff.mean()) if len(diff) else 0.0, standard_error(diff)
+    return {"kept": bool(gain <= switch_se * se), "gain": round(gain, 6), "se": round(se, 6),
+            "switch_se": switch_se}
 
 
 def _measured(validation: Validation, model, k: int) -> dict[str, Any]:
