@@ -43,10 +43,6 @@ class Graph:
         self.neighbours = torch.from_numpy(dst[order])
         self.weights = torch.from_numpy(np.concatenate([norm, norm]).astype(np.float32)[order])
 
-    @property
-    def edges(self) -> int:
-        return len(self.neighbours) // 2
-
     def to(self, device: torch.device) -> "Graph":
         for name in ("indptr", "neighbours", "weights"):
             setattr(self, name, getattr(self, name).to(device))
@@ -71,7 +67,7 @@ class Graph:
         whole = d == take[at]
         drawn = (torch.rand(len(at), device=nodes.device) * d).long().clamp(max=d - 1)
         pos = start[at] + torch.where(whole, j, drawn)
-        scale = torch.where(whole, 1.0, d / max(fanout or 1, 1)).to(self.weights.dtype)
+        scale = torch.where(whole, 1.0, d / (fanout or 1)).to(self.weights.dtype)  # None: all whole
         return at, self.neighbours[pos], self.weights[pos] * scale
 
 

@@ -8,8 +8,9 @@ scores, weights from a small grid, also measured on validation): each of the bes
 `train.blend_members` candidates with every weaker one, and mixes of the best three; it
 publishes the best of all as the selection, unless the model published before (measured
 again among them) is within `train.switch_se` paired standard errors of it: then that one
-stays. Only validation rows choose. Every `train.select_every` days the whole bake-off runs; on the nights between only the
-winner (or the blend's members) is retrained and the blend keeps its weights.
+stays. Only validation rows choose. Every `train.select_every` days the whole bake-off runs;
+on the nights between only the winner (or the blend's members) is retrained and the blend
+keeps its weights.
 
 A candidate that cannot run on this snapshot (EASE above its catalogue limit, a history model
 on a snapshot without histories) is recorded in the leaderboard with the reason, not dropped.
@@ -108,10 +109,14 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
     fit_models = {name: a.load_model(fit=True) for name, a in trained.items()}
     metric = f"ndcg@{t.eval_k}"
     per_user: dict[str, np.ndarray] = {}  # each measured row's metric per validation user
+
+    def measure(row: dict[str, Any], model) -> None:
+        row.update(_measured(validation, model, t.eval_k))
+        per_user[row["name"]] = validation.evaluator.per_user[metric]
+
     for row in leaderboard:
         if row["model"] in fit_models:
-            row.update(_measured(validation, fit_models[row["model"]], t.eval_k))
-            per_user[row["name"]] = validation.evaluator.per_user[metric]
+            measure(row, fit_models[row["model"]])
 
     blends: list[tuple[list[str], list[float]]] = []
     incumbent = None if previous is None else winner_name(previous["winner"])
@@ -129,8 +134,7 @@ def select_model(spark, cfg: Config, ds: str, train_one: Callable[[str], dict[st
         for i, name in enumerate(members):
             model.members[i].load_state_dict(fit_models[name].state_dict())
         row = {"name": blend_name(members, weights), "model": BLEND, "members": members, "weights": weights}
-        row.update(_measured(validation, model, t.eval_k))
-        per_user[row["name"]] = validation.evaluator.per_user[metric]
+        measure(row, model)
         leaderboard.append(row)
         log.info("blend %s: %s %.4f", row["name"], metric, row[metric])
 
