@@ -101,6 +101,8 @@ def test_sampled_propagation_is_unbiased_and_exact_with_every_neighbour():
     targets = torch.tensor([0, 3, 3, 40 + 7])  # users and an item, one twice
     want = exact(model, graph)[targets]
     torch.testing.assert_close(model.propagate_to(targets), want)
+    u, i = model.pair_vectors(torch.tensor([0, 3]), torch.tensor([7, 2, 7]))  # one expansion, split back
+    torch.testing.assert_close(torch.cat([u, i]), exact(model, graph)[[0, 3, 40 + 7, 40 + 2, 40 + 7]])
     model.fanout = 2
     with torch.no_grad():
         draws = torch.stack([model.propagate_to(targets) for _ in range(4000)])

@@ -66,6 +66,11 @@ class Recommender(nn.Module):
     def item_vectors(self, items: Tensor) -> Tensor:  # [N] -> [N, d]
         raise NotImplementedError(f"{type(self).__name__} is not factorised")
 
+    def pair_vectors(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """(user_vectors(users), item_vectors(items)) in one call, what a training step asks for:
+        a model whose vectors share work (LightGCN's sampled neighbourhoods) computes them together."""
+        return self.user_vectors(users), self.item_vectors(items)
+
     def penalised(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """The rows `train.l2` penalises for a batch's users [B] and items [B]: by default the
         vectors that score them; a model whose scoring vectors are computed from free rows
@@ -78,9 +83,8 @@ class Recommender(nn.Module):
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         """users [B], items [B, K] -> scores [B, K]."""
-        u = self.user_vectors(users)
-        i = self.item_vectors(items.reshape(-1)).view(*items.shape, -1)
-        return torch.einsum("bd,bkd->bk", u, i)
+        u, i = self.pair_vectors(users, items.reshape(-1))
+        return torch.einsum("bd,bkd->bk", u, i.view(*items.shape, -1))
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:  # what training calls
         return self.score(users, items)

@@ -11,8 +11,9 @@ expanded reads at most `fanout` of its neighbours, drawn uniformly with replacem
 weighted deg / fanout, so each layer is an unbiased estimate of the full product given the
 layer below. A node with no more neighbours than `fanout` reads them all, and `fanout=None`
 reads every neighbour: the exact propagation, whose cost grows with the K-hop neighbourhood of
-the batch (on a small graph, the whole graph). A step looks up, and so updates and exchanges,
-only the rows of the nodes it reached. Evaluation propagates the whole graph exactly, once per
+the batch (on a small graph, the whole graph). A step expands its users, positives and
+negatives together (`pair_vectors`), so a node two of them reach is sampled and computed once;
+it looks up, and so updates and exchanges, only the rows of the nodes it reached. Evaluation propagates the whole graph exactly, once per
 switch to eval; the means are kept in buffers (`user_out`, `item_out`), also refreshed when the
 state is taken, so an artifact scores without the graph.
 """
@@ -151,6 +152,14 @@ class LightGCN(Recommender):
 
     def item_vectors(self, items: Tensor) -> Tensor:
         return self.propagate_to(self.n_users + items) if self._live() else self.item_out[items]
+
+    def pair_vectors(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """A step's users and items from one expansion: a user and their positives are
+        neighbours, so their neighbourhoods overlap and are sampled, and computed, once."""
+        if not self._live():
+            return super().pair_vectors(users, items)
+        out = self.propagate_to(torch.cat([users, self.n_users + items]))
+        return out[: len(users)], out[len(users):]
 
     def penalised(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """The layer-0 rows of the batch's users and items, as the paper regularises: penalising

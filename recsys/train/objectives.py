@@ -74,14 +74,14 @@ class PairObjective(nn.Module):
     def forward(self, users: Tensor, items: Tensor, weight: Tensor, negatives: Tensor | None = None) -> Tensor:
         if self.full:
             catalogue = torch.arange(self.model.n_items, device=users.device)
-            u = self.model.user_vectors(users)
-            logits = _known_only(u @ self.model.item_vectors(catalogue).T, self.known)
+            u, i = self.model.pair_vectors(users, catalogue)
+            logits = _known_only(u @ i.T, self.known)
             ce = torch.logsumexp(logits, dim=1) - logits.gather(1, items[:, :1]).squeeze(1)
             loss = _weighted_mean(ce, weight)
         elif negatives is not None:
             y = items[:, 0]
-            ce = sampled_softmax(self.model.user_vectors(users), self.model.item_vectors(y), y,
-                                 self.model.item_vectors(negatives), negatives, self.log_q)
+            u, i = self.model.pair_vectors(users, torch.cat([y, negatives]))
+            ce = sampled_softmax(u, i[: len(y)], y, i[len(y):], negatives, self.log_q)
             loss = _weighted_mean(ce, weight)
         else:
             scores = self.model(users, items)
