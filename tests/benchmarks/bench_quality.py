@@ -64,7 +64,7 @@ NO_TIME = ["input.names=[user_id, item_id, rating]",
 SEED = 20261203
 EASE_LAMBDAS = (50, 100, 200, 300, 500, 800, 1200, 2000)
 ALS_REGS = (0.03, 0.1, 0.3, 1.0)
-ALS_ALPHAS = (0.3, 1.0, 3.0, 10.0)
+ALS_ALPHAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def cut_log(log: pd.DataFrame, share: float = 0.2, min_rows: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,7 +114,7 @@ def recall_on(lists: dict, truth: pd.DataFrame, k: int = 50) -> np.ndarray:
 
 def cold_protocol(args) -> None:
     log = pd.read_csv(args.log, sep="\t", names=["user", "item", "rating", "ts"])
-    cold, warm, truth, new = cut_cold(log)
+    cold, warm, truth, new = cut_cold(log, seed=args.seed)
     allow = os.path.join(args.root, "new_items.csv")
     pd.DataFrame({"item_id": new}).to_csv(allow, index=False)
     print(f"{len(new)} new items; {len(truth):,} truth rows of {truth['user'].nunique():,} users; "
@@ -215,11 +215,13 @@ def peers(kept: pd.DataFrame, judge: Judge) -> dict:
 
 
 def cached_peers(kept: pd.DataFrame, cut: pd.DataFrame, judge: Judge, root: str) -> dict:
-    """`peers`, kept under the root by a digest of the kept and cut rows: the grids take minutes
-    and depend on nothing else."""
+    """`peers`, kept under the root by a digest of the kept and cut rows and of the grids: the
+    grids take minutes and depend on nothing else."""
     import hashlib
     import pickle
-    digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([kept, cut])).values.tobytes()).hexdigest()[:16]
+    h = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([kept, cut])).values.tobytes())
+    h.update(repr((EASE_LAMBDAS, ALS_REGS, ALS_ALPHAS)).encode())
+    digest = h.hexdigest()[:16]
     path = os.path.join(root, f"peers-{digest}.pkl")
     if os.path.exists(path):
         with open(path, "rb") as f:
@@ -334,6 +336,8 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
     ap.add_argument("--protocol", choices=("userlast", "random", "cold"), default="userlast",
                     help="userlast: cut each user's newest 20%%; random: a log without time, 20%% cut at random")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="the random and cold cuts' seed: another draw of the rows, to check a choice made on one")
     ap.add_argument("--pair", action="append", default=[], metavar="A,B",
                     help="print the paired NDCG difference of two of the --models entries")
     args = ap.parse_args()
@@ -342,7 +346,7 @@ def main() -> None:
         return cold_protocol(args)
     log = pd.read_csv(args.log, sep="\t", names=["user", "item", "rating", "ts"])
     if args.protocol == "random":
-        kept, cut = cut_random(log)
+        kept, cut = cut_random(log, seed=args.seed)
         kept = kept.drop(columns="ts")
         args.extra = [*NO_TIME, *args.extra]
     else:
@@ -382,7 +386,8 @@ def main() -> None:
         if a in results and b in results:
             diff, se = mean_se(results[a]["scores"]["ndcg"] - results[b]["scores"]["ndcg"])
             print(f"paired NDCG@10 {a} - {b}: {diff:+.4f} ± {se:.4f} ({diff / se if se else 0:+.1f} SE)")
-    out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "protocol": args.protocol, "rows": rows,
+    out = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "log": args.log, "protocol": args.protocol,
+           "seed": args.seed, "rows": rows,
            "users": len(judge.users), "user_ids": [int(u) for u in judge.users], "cut_rows": len(cut), "extra": args.extra}
     save(out, args)
 
@@ -392,6 +397,8 @@ def save(out: dict, args) -> None:
     name = "quality.json" if args.models == ",".join(MODELS) else f"quality-{re.sub(r'[^A-Za-z0-9_.]+', '-', args.models)}.json"
     if args.protocol != "userlast":
         name = name.replace("quality", f"quality-{args.protocol}", 1)
+    if args.seed != SEED:
+        name = name.replace(".json", f"-seed{args.seed}.json")
     with open(os.path.join(REPO, ".bench", name), "w") as f:
         json.dump(out, f, indent=2, default=float)
 
