@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DS ?= $(shell date -u +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo nightly test check-java install bench-prepare bench-score bench-score-large bench-score-blend bench-score-reasons bench-train bench-train-scale bench-exchange bench-quality test-airflow dist clean
+.PHONY: demo nightly test check-java install bench-prepare bench-score bench-score-large bench-score-blend bench-score-reasons bench-train bench-train-scale bench-graph-step bench-exchange bench-quality test-airflow dist clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java is missing: install Java 17 (Spark 3.5 needs a JVM; e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
@@ -67,6 +67,11 @@ bench-train: install
 # Validation scores 500 users: neumf scores every user x item pair with its network.
 bench-train-scale: install
 	$(PY) tests/benchmarks/bench_train_scale.py --baseline --set train.eval_users=500
+
+# One lightgcn step with users, positives and negatives expanded together against separately
+# (needs bench-train-scale's snapshots; under a minute).
+bench-graph-step: install
+	$(PY) tests/benchmarks/bench_graph_step.py
 
 # Not part of `make test`: the collectives of a replicated step (touched rows all-gathered, or
 # the same bytes by one all-to-all as train/sparse.py does) against a row-sharded one
