@@ -12,10 +12,12 @@ weighted deg / fanout, so each layer is an unbiased estimate of the full product
 layer below. A node with no more neighbours than `fanout` reads them all, and `fanout=None`
 reads every neighbour: the exact propagation, whose cost grows with the K-hop neighbourhood of
 the batch (on a small graph, the whole graph). A step expands its users, positives and
-negatives together (`pair_vectors`), so a node two of them reach is sampled and computed once;
-it looks up, and so updates and exchanges, only the rows of the nodes it reached. Evaluation propagates the whole graph exactly, once per
-switch to eval; the means are kept in buffers (`user_out`, `item_out`), also refreshed when the
-state is taken, so an artifact scores without the graph.
+negatives together (`pair_vectors`), so a node two of them reach is sampled and computed once
+(each vector stays unbiased, though a user's and an item's now share draws; bench-quality
+measured no change); it looks up, and so updates and exchanges, only the rows of the nodes it
+reached. Evaluation propagates the whole graph exactly, once per switch to eval; the means are
+kept in buffers (`user_out`, `item_out`), also refreshed when the state is taken, so an
+artifact scores without the graph.
 """
 from __future__ import annotations
 
